@@ -1,0 +1,296 @@
+"""Binarizers: the straight-through estimators of AdamBNN, ReActNet and BNext.
+
+Every estimator comes three ways (autograd ``Function``, plain function, ``nn.Module``) and is registered in
+:data:`BINARIZERS` under a snake_case name, so layers accept ``"approx_sign"`` or ``ApproxSign()`` alike.
+
+**sign(0).** The released code of all three papers uses ``torch.sign``, so an input of exactly 0 binarizes to 0;
+the papers' equations define sign(0) = +1. Every sign here takes ``zero`` (the value an exact 0 maps to): the
+default ``0.0`` matches the official code; ``zero=1.0`` gives the papers' convention (and a true two-valued
+output, which bit-packed kernels need).
+
+Gradients (``mask`` = indicator): all pseudo-gradients below are applied to the incoming gradient ``g``.
+
+======================  ===============================  =============================================  ==========
+name                    forward                          backward                                        paper/code
+======================  ===============================  =============================================  ==========
+``ste_sign``            sign(x)                          g * 1[|x| <= clip]  (clip 1.0; BNext 1.5)      AdamBNN eq.1
+``bnext_sign``          sign(x)                          g * 1[|x| <= 1.5]; holds an inert temperature  BNext
+``approx_sign``         sign(x)                          g * max(0, 2 - 2|x|)                           ReActNet
+``sign_identity_ste``   sign(w)                          g (identity, no clip)                          BNext w
+``scaled_sign``         alpha_o * sign(w), alpha detach  g * 1[|w| <= clip] (clip 1.0; no alpha factor) AdamBNN eq.2
+``progressive_sign``    clamp(w / T, -1, 1); sign if     g (identity, no 1/T factor, no mask)            BNext
+                        T < threshold
+``identity``            x                                g                                               (float)
+======================  ===============================  =============================================  ==========
+
+Only what backward needs is saved: a bool mask for the clipped STEs, the input itself for ApproxSign.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from onebit.registry import Registry
+
+__all__ = [
+    "BINARIZERS",
+    "ApproxSign",
+    "Binarizer",
+    "HardSign",
+    "Identity",
+    "ProgressiveSign",
+    "ScaledSign",
+    "SignIdentitySTE",
+    "SignSTE",
+    "approx_sign",
+    "build_binarizer",
+    "channel_abs_mean",
+    "clamp_latent_",
+    "progressive_sign",
+    "scaled_sign",
+    "sign",
+    "sign_identity_ste",
+    "ste_sign",
+]
+
+BINARIZERS: Registry[type[nn.Module]] = Registry("binarizer")
+
+
+def sign(x: Tensor, zero: float = 0.0) -> Tensor:
+    """Sign with an explicit value for exact zeros (``0.0``: official code, ``1.0``: the papers)."""
+    s = torch.sign(x)
+    if zero != 0.0:
+        s = torch.where(x == 0, torch.full_like(s, zero), s)
+    return s
+
+
+def channel_abs_mean(w: Tensor) -> Tensor:
+    """alpha_o = mean |W[o]| over every dim but the first (AdamBNN eq. 2), shaped to broadcast against ``w``."""
+    dims = tuple(range(1, w.dim()))
+    return w.abs().mean(dim=dims, keepdim=True) if dims else w.abs()
+
+
+# ----------------------------------------------------------------------------------------------- autograd Functions
+class SignSTEFunction(torch.autograd.Function):
+    """sign forward; clipped straight-through backward g * 1[|x| <= clip] (clip ``None``: no clipping)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, clip: float | None, zero: float) -> Tensor:
+        if clip is not None:
+            ctx.save_for_backward(x.abs() <= clip)  # a bool mask: 1 byte per element, not the float input
+        ctx.clip = clip
+        return sign(x, zero)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.clip is None:
+            return g, None, None
+        (mask,) = ctx.saved_tensors
+        return g * mask, None, None
+
+
+class ApproxSignFunction(torch.autograd.Function):
+    """sign forward; backward the derivative of ReActNet's piecewise quadratic: g * max(0, 2 - 2|x|)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, zero: float) -> Tensor:
+        ctx.save_for_backward(x)
+        return sign(x, zero)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        return g * (2.0 - 2.0 * x.abs()).clamp_min_(0.0), None
+
+
+class ScaledSignFunction(torch.autograd.Function):
+    """alpha_o * sign(W) forward (alpha detached); backward g * 1[|W| <= clip], no alpha factor."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, clip: float | None, zero: float) -> Tensor:
+        if clip is not None:
+            ctx.save_for_backward(w.abs() <= clip)
+        ctx.clip = clip
+        return channel_abs_mean(w) * sign(w, zero)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.clip is None:
+            return g, None, None
+        (mask,) = ctx.saved_tensors
+        return g * mask, None, None
+
+
+class ProgressiveSignFunction(torch.autograd.Function):
+    """clamp(W / max(T, 1e-8), -1, 1), or sign(W) once T < threshold; identity backward."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, temperature: Tensor, threshold: float, zero: float) -> Tensor:
+        t = temperature.to(w.dtype)
+        if bool(t.reshape(-1)[0] < threshold):
+            return sign(w, zero)
+        return (w / t.clamp_min(1e-8)).clamp_(-1.0, 1.0)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return g, None, None, None
+
+
+# ------------------------------------------------------------------------------------------------- functional forms
+def ste_sign(x: Tensor, clip: float | None = 1.0, zero: float = 0.0) -> Tensor:
+    """sign(x) with the clipped STE: d/dx = 1[|x| <= clip]. ``clip=1.0`` AdamBNN (eq. 1), ``1.5`` BNext."""
+    return SignSTEFunction.apply(x, clip, zero)
+
+
+def approx_sign(x: Tensor, zero: float = 0.0) -> Tensor:
+    """sign(x) with ReActNet's ApproxSign gradient 2 - 2|x| on (-1, 1), 0 elsewhere."""
+    return ApproxSignFunction.apply(x, zero)
+
+
+def sign_identity_ste(w: Tensor, zero: float = 0.0) -> Tensor:
+    """sign(w) with the identity STE (no clip): the BNext weight estimator below its temperature threshold."""
+    return SignSTEFunction.apply(w, None, zero)
+
+
+def scaled_sign(w: Tensor, clip: float | None = 1.0, zero: float = 0.0) -> Tensor:
+    """alpha * sign(w), alpha the detached channel-wise abs-mean (AdamBNN eq. 2, ReActNet ``HardBinaryConv``)."""
+    return ScaledSignFunction.apply(w, clip, zero)
+
+
+def progressive_sign(w: Tensor, temperature: Tensor | float, threshold: float = 1e-7, zero: float = 0.0) -> Tensor:
+    """BNext progressive binarization clamp(w / T, -1, 1), hard sign once T < threshold; identity STE."""
+    if not torch.is_tensor(temperature):
+        temperature = torch.tensor([float(temperature)], dtype=w.dtype, device=w.device)
+    return ProgressiveSignFunction.apply(w, temperature, threshold, zero)
+
+
+@torch.no_grad()
+def clamp_latent_(w: Tensor, bound: float = 1.5) -> Tensor:
+    """Clamp latent weights in place to [-bound, bound] (BNext clamps to 1.5 before each training forward)."""
+    return w.clamp_(-bound, bound)
+
+
+# ---------------------------------------------------------------------------------------------------------- Modules
+class Binarizer(nn.Module):
+    """Base class: marks a module as a binarizer (used by metrics and exporters to find binarization points)."""
+
+    #: True when the forward output is two/three-valued (sign-like); False for identity and soft clamps.
+    is_binary: bool = True
+
+
+@BINARIZERS.register("identity")
+class Identity(Binarizer):
+    """No binarization: forward x, backward g. Used for the real-valued half of a staged recipe."""
+
+    is_binary = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+@BINARIZERS.register("ste_sign")
+class SignSTE(Binarizer):
+    """sign(x) with clipped STE, d/dx = 1[|x| <= clip] (AdamBNN: clip 1.0; BNext: 1.5; ``None``: no clip).
+
+    Args:
+        clip: half-width of the window where the gradient passes; outside it is zero (saturation).
+        zero: value an exact 0 maps to (0.0 official code, 1.0 the papers).
+    """
+
+    def __init__(self, clip: float | None = 1.0, zero: float = 0.0) -> None:
+        super().__init__()
+        self.clip, self.zero = clip, zero
+
+    def forward(self, x: Tensor) -> Tensor:
+        return ste_sign(x, self.clip, self.zero)
+
+    def extra_repr(self) -> str:
+        return f"clip={self.clip}, zero={self.zero}"
+
+
+@BINARIZERS.register("bnext_sign")
+class HardSign(SignSTE):
+    """BNext's ``HardSign``: sign(x) with clip-STE range 1.5.
+
+    Holds the official ``temperature`` buffer (shape [1], init 1) so checkpoints round-trip; it has **no effect on
+    the forward**, exactly as in the released code (its progressive switch is never turned on).
+    """
+
+    def __init__(self, clip: float | None = 1.5, zero: float = 0.0) -> None:
+        super().__init__(clip, zero)
+        self.register_buffer("temperature", torch.ones(1))
+
+
+@BINARIZERS.register("approx_sign")
+class ApproxSign(Binarizer):
+    """ReActNet / AdamBNN ``BinaryActivation``: sign(x) forward, gradient 2 + 2x on [-1, 0), 2 - 2x on [0, 1),
+    0 elsewhere (derivative of the piecewise-quadratic approximation of sign)."""
+
+    def __init__(self, zero: float = 0.0) -> None:
+        super().__init__()
+        self.zero = zero
+
+    def forward(self, x: Tensor) -> Tensor:
+        return approx_sign(x, self.zero)
+
+
+@BINARIZERS.register("sign_identity_ste")
+class SignIdentitySTE(Binarizer):
+    """sign(w) with identity gradient (no clipping mask); pair it with latent-weight clamping."""
+
+    def __init__(self, zero: float = 0.0) -> None:
+        super().__init__()
+        self.zero = zero
+
+    def forward(self, w: Tensor) -> Tensor:
+        return sign_identity_ste(w, self.zero)
+
+
+@BINARIZERS.register("scaled_sign")
+class ScaledSign(Binarizer):
+    """ReActNet / AdamBNN weight binarizer: alpha_o * sign(W), alpha_o = mean|W[o]| (detached, from the unclipped
+    latent weights); gradient 1[|W| <= clip] (clip 1.0: the derivative of clamp(W, -1, 1)), not scaled by alpha."""
+
+    def __init__(self, clip: float | None = 1.0, zero: float = 0.0) -> None:
+        super().__init__()
+        self.clip, self.zero = clip, zero
+
+    def forward(self, w: Tensor) -> Tensor:
+        return scaled_sign(w, self.clip, self.zero)
+
+    def extra_repr(self) -> str:
+        return f"clip={self.clip}, zero={self.zero}"
+
+
+@BINARIZERS.register("progressive_sign")
+class ProgressiveSign(Binarizer):
+    """BNext progressive weight binarization (BoolNet-style): Wb = clamp(W / max(T, 1e-8), -1, 1) while
+    T >= threshold, sign(W) below it. Gradient: identity (no 1/T factor, no mask).
+
+    The temperature is a buffer (saved in checkpoints; eval output depends on it). The official schedule multiplies
+    it by 0.9 after every epoch. Thresholds: 1e-7 in ``bnext.py`` (BNext-T/S/M/L), 1e-5 in ``birealnet.py``
+    (BNext-18).
+    """
+
+    is_binary = True
+
+    def __init__(self, threshold: float = 1e-7, temperature: float = 1.0, zero: float = 0.0) -> None:
+        super().__init__()
+        self.threshold, self.zero = threshold, zero
+        self.register_buffer("temperature", torch.full((1,), float(temperature)))
+
+    def forward(self, w: Tensor) -> Tensor:
+        return ProgressiveSignFunction.apply(w, self.temperature, self.threshold, self.zero)
+
+    def extra_repr(self) -> str:
+        return f"threshold={self.threshold}, T={float(self.temperature[0]):.3g}"
+
+
+def build_binarizer(spec: str | nn.Module | None, **kwargs) -> nn.Module:
+    """A binarizer from a registered name (with ``kwargs``), a module (returned as is) or ``None`` (identity)."""
+    if spec is None:
+        return Identity()
+    if isinstance(spec, nn.Module):
+        return spec
+    return BINARIZERS.build(spec, **kwargs)
