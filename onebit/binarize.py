@@ -48,7 +48,9 @@ __all__ = [
     "channel_abs_mean",
     "clamp_latent_",
     "progressive_sign",
+    "get_temperature",
     "scaled_sign",
+    "set_temperature",
     "sign",
     "sign_identity_ste",
     "ste_sign",
@@ -294,3 +296,24 @@ def build_binarizer(spec: str | nn.Module | None, **kwargs) -> nn.Module:
     if isinstance(spec, nn.Module):
         return spec
     return BINARIZERS.build(spec, **kwargs)
+
+
+@torch.no_grad()
+def set_temperature(model: nn.Module, temperature: float) -> int:
+    """Set every progressive-binarization temperature in ``model`` (and the inert ``HardSign`` ones, which the
+    official schedule decays alongside). Returns how many buffers were set."""
+    n = 0
+    for m in model.modules():
+        t = getattr(m, "temperature", None)
+        if isinstance(m, Binarizer) and torch.is_tensor(t):
+            t.fill_(float(temperature))
+            n += 1
+    return n
+
+
+def get_temperature(model: nn.Module) -> float | None:
+    """The temperature of the first progressive binarizer in ``model`` (``None`` when it has none)."""
+    for m in model.modules():
+        if isinstance(m, ProgressiveSign):
+            return float(m.temperature.reshape(-1)[0])
+    return None

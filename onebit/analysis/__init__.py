@@ -1,0 +1,1 @@
+"""Offline analysis of models and checkpoints."""
