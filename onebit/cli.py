@@ -1,0 +1,85 @@
+"""``onebit`` command line: subcommands that parse arguments and call library functions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+__all__ = ["main"]
+
+
+def _cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from onebit.config import ConfigError, apply_overrides
+    from onebit.recipes import DEFAULT_RECIPE, get_recipe
+    from onebit.train.recipe import RunDirError, RunInterrupted, TrainingDiverged, run
+
+    recipe, overrides = args.recipe, list(args.overrides)
+    if recipe is not None and "=" in recipe:  # `onebit train key=value` without a recipe name
+        overrides.insert(0, recipe)
+        recipe = None
+    try:
+        if args.resume:
+            if recipe or overrides or args.smoke:
+                raise ConfigError("--resume continues a run with its own config.json; give no recipe/overrides/--smoke")
+            cfg = None
+        else:
+            cfg = apply_overrides(get_recipe(recipe or DEFAULT_RECIPE, smoke=args.smoke), overrides)
+        run(cfg, out_dir=args.out, resume=args.resume, console=console)
+    except (ConfigError, KeyError, RunDirError) as e:
+        console.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
+        return 2
+    except TrainingDiverged as e:
+        console.print(f"[red]{e}[/]")
+        return 1
+    except RunInterrupted as e:
+        console.print(f"[yellow]{e}[/]")
+        return 130
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace, console: Console) -> int:
+    from onebit.recipes import list_recipes, recipe_header
+
+    for name in list_recipes():
+        console.rule(name)
+        console.print(recipe_header(name))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="onebit", description="Train, analyse, compress and run binary neural networks.")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    t = sub.add_parser("train", help="train a recipe (default: the AdamBNN two-step recipe on the bundled digits)")
+    t.add_argument("recipe", nargs="?", help="recipe name (see `onebit recipes`); default adambnn_digits")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. stages.1.epochs=3 data.batch_size=32")
+    t.add_argument("--smoke", action="store_true", help="the recipe's tiny variant (seconds on a CPU)")
+    t.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    t.set_defaults(fn=_cmd_train)
+
+    r = sub.add_parser("recipes", help="list the recipes with their headers")
+    r.set_defaults(fn=_cmd_recipes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # logs and pipes get a fixed wide console so tables are not wrapped at rich's 80-column fallback
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    if args.version:
+        from onebit import __version__
+
+        console.print(f"onebit {__version__}")
+        return 0
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    return args.fn(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,409 @@
+"""Typed run configuration: dataclasses, dotted ``key=value`` overrides, JSON round-trip.
+
+A run is a :class:`RunConfig` holding a model, a data set and a list of :class:`StageConfig` (multi-stage training
+is a list; adding a stage is adding an element). Overrides address any field by its dotted path; list elements by
+index or, for stages, by name, and ``*`` addresses every element::
+
+    data.batch_size=128  stages.1.optim.lr=5e-4  stages.step2.epochs=3  stages.*.optim.weight_decay=0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "StageConfig",
+    "apply_overrides",
+    "from_dict",
+    "load_json",
+    "save_json",
+    "to_dict",
+    "valid_keys",
+]
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key and what was expected."""
+
+
+@dataclass
+class ModelConfig:
+    """Which registered model to build (``onebit.create_model(name, num_classes, **kwargs)``)."""
+
+    name: str = "reactnet_digits"
+    num_classes: int = 10
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """Data set and loader settings.
+
+    Attributes:
+        name: ``digits`` (bundled, scikit-learn), or another name registered in ``onebit.data.DATASETS``.
+        root: folder of an on-disk data set (unused for ``digits``).
+        image_size: side length the images are resized to (digits: 8x8 upsampled bilinearly).
+        batch_size, eval_batch_size: loader batch sizes.
+        augment: random translation (digits: pad 2 then random crop) on the training set.
+        val_fraction, split_seed: the fixed stratified train/val split of the digits (20 %, seed 0: 1437/360).
+        limit_train, limit_val: keep only the first N samples (0 = all); smoke variants use this.
+        num_workers: DataLoader workers for on-disk data sets.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    image_size: int = 16
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    augment: bool = True
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    limit_train: int = 0
+    limit_val: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer of one stage, built on parameter groups by role (see ``onebit.train.optim``).
+
+    Attributes:
+        name: ``adam``, ``adamw``, ``sgd``, ... (``onebit.train.optim.OPTIMIZERS``).
+        lr: peak learning rate.
+        weight_decay: decay of the binary latent weights (``wd_mode="paper"``) or of the 4-D/"conv" group
+            (``wd_mode="official"``, the rule of the released AdamBNN/ReActNet code). Negative values are allowed.
+        other_weight_decay: decay of the remaining real-valued weights (paper mode) / the other group (official).
+        wd_mode: ``paper`` (by role) or ``official`` (by tensor rank and name).
+        no_decay_norm_bias: in paper mode, keep BN/bias/PReLU/shift parameters out of any decay.
+        betas, eps: Adam-family settings; momentum, nesterov: SGD/RMSprop settings.
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    other_weight_decay: float = 0.0
+    wd_mode: str = "paper"
+    no_decay_norm_bias: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.9
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule of one stage.
+
+    Attributes:
+        name: ``linear`` (to 0 at the end), ``cosine`` (with warm-up), ``constant``.
+        per: ``step`` (updated every optimizer step) or ``epoch`` (constant within an epoch).
+        warmup_epochs: linear warm-up prefix from ``warmup_lr_init`` (cosine only).
+        warmup_lr_init, lr_min: warm-up start and cosine floor.
+        official_offset: linear per-epoch variant of the released ReActNet/AdamBNN code, which steps the scheduler
+            before the first epoch, so epoch e trains with lr * (1 - (e + 1) / epochs).
+    """
+
+    name: str = "linear"
+    per: str = "step"
+    warmup_epochs: int = 0
+    warmup_lr_init: float = 0.0
+    lr_min: float = 0.0
+    official_offset: bool = False
+
+
+@dataclass
+class StageConfig:
+    """One training stage.
+
+    Attributes:
+        name: used in checkpoint names and tables.
+        epochs: epochs of this stage.
+        binarize_activations, binarize_weights: what the binary layers binarize in this stage.
+        init: ``previous`` (continue from the previous stage, every latent weight inherited; ``scratch`` for the
+            first stage), ``scratch`` (a freshly initialised model), or a checkpoint path (``.safetensors`` or run
+            directory).
+        optim, schedule: optimizer and learning-rate schedule.
+        grad_clip: global gradient-norm clip (``None``: off).
+        label_smoothing: of the classification loss.
+        temperature, temperature_decay: progressive binarization: T = temperature * decay**epoch at each epoch
+            start (``None``: leave the model's temperatures alone).
+    """
+
+    name: str = "stage"
+    epochs: int = 1
+    binarize_activations: bool = True
+    binarize_weights: bool = True
+    init: str = "previous"
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    temperature: float | None = None
+    temperature_decay: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs; written to ``config.json`` first so a run can be repeated exactly.
+
+    Attributes:
+        recipe: name of the recipe this config came from (informational).
+        seed: seeds model init, data order and augmentation.
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
+        threads: torch intra-op threads (0 = torch's default).
+        log_every: steps between ``metrics.jsonl`` step records.
+        checkpoint_every: steps between rolling resume checkpoints inside an epoch (0 = at epoch ends only).
+        track_flips: compute the FF ratio every step and C2I per epoch.
+    """
+
+    recipe: str = "custom"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 0
+    track_flips: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+
+
+# ------------------------------------------------------------------------------------------------------ conversion
+def to_dict(cfg: Any) -> Any:
+    """A JSON-able dict of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, list | tuple):
+        return [to_dict(v) for v in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a JSON value or an override string to type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
+    if tp is Any:
+        return _parse_literal(value) if isinstance(value, str) else value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping for {tp.__name__}, got {value!r}")
+        return _from_dict(tp, value, key)
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            s = value.strip()
+            value = json.loads(s) if s.startswith("[") else [v for v in s.split(",") if v != ""]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} expects {len(args)} values ({_type_name(tp)}), got {value!r}")
+            return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+        elem = args[0] if args else Any
+        out = [_coerce(v, elem, f"{key}.{i}") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key} expects a JSON object, got {value!r}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"{key} expects bool (true/false), got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects int, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects int, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{key} expects int, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects float, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects float, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} expects str, got {value!r}")
+        return value
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _parse_literal(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError:
+        return s
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            key = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(f"unknown key {key!r}{_suggest(k, names, prefix)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, cls: type = RunConfig) -> Any:
+    """Build a config dataclass from a dict (e.g. parsed ``config.json``), strictly: unknown keys are errors."""
+    return _from_dict(cls, data)
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    from onebit.report import atomic_write_text
+
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load_json(path: str | Path, cls: type = RunConfig) -> Any:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    try:
+        return from_dict(data, cls)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------------- overrides
+def valid_keys(cfg: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of ``cfg`` (list elements by index)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        key = f"{prefix}{f.name}"
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out += valid_keys(v, key + ".")
+        elif isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
+            for i, e in enumerate(v):
+                out += valid_keys(e, f"{key}.{i}.")
+        else:
+            out.append(key)
+    return out
+
+
+def _suggest(name: str, candidates, prefix: str = "") -> str:
+    cands = list(candidates)
+    close = difflib.get_close_matches(name, cands, n=3, cutoff=0.5)
+    if not close:
+        return f" (valid keys here: {', '.join(sorted(cands))})"
+    full = [f"{prefix}.{c}" if prefix else c for c in close]
+    return f"; did you mean {', '.join(map(repr, full))}?"
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``key=value`` strings in place (and return ``cfg``). Errors name the key and the closest valid keys."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        _set(cfg, key.strip().split("."), value, key.strip(), cfg)
+    return cfg
+
+
+def _set(obj: Any, parts: list[str], value: str, full: str, root: RunConfig) -> None:
+    head, rest = parts[0], parts[1:]
+    if isinstance(obj, list):
+        targets = _list_targets(obj, head, full)
+        for t in targets:
+            if not rest:
+                raise ConfigError(f"{full}: cannot replace a whole list element; set one of its fields")
+            _set(t, rest, value, full, root)
+        return
+    names = {f.name: f for f in dataclasses.fields(obj)}
+    if head not in names:
+        keys = valid_keys(root)
+        close = difflib.get_close_matches(full, keys, n=3, cutoff=0.6)
+        if not close:  # compare the wrong segment with the fields that exist at this level
+            stem = full[: len(full) - len(".".join(parts))]
+            close = [stem + c for c in difflib.get_close_matches(head, list(names), n=3, cutoff=0.3)]
+        hint = f"; closest valid keys: {', '.join(close)}" if close else f" (fields here: {', '.join(names)})"
+        raise ConfigError(f"unknown config key {full!r}{hint}")
+    current = getattr(obj, head)
+    if rest:
+        if dataclasses.is_dataclass(current) or isinstance(current, list):
+            _set(current, rest, value, full, root)
+            return
+        if isinstance(current, dict):  # free-form kwargs: model.kwargs.width=16
+            d = current
+            for p in rest[:-1]:
+                d = d.setdefault(p, {})
+            d[rest[-1]] = _parse_literal(value)
+            return
+        raise ConfigError(f"{full}: {'.'.join(parts[:1])} is a {type(current).__name__}, it has no field {rest[0]!r}")
+    setattr(obj, head, _coerce(value, _hints(type(obj))[head], full))
+
+
+def _list_targets(items: list, head: str, full: str) -> list:
+    if head == "*":
+        return items
+    if head.lstrip("-").isdigit():
+        i = int(head)
+        if not -len(items) <= i < len(items):
+            raise ConfigError(f"{full}: index {i} out of range (there are {len(items)} elements)")
+        return [items[i]]
+    named = [e for e in items if getattr(e, "name", None) == head]
+    if not named:
+        names = [getattr(e, "name", str(i)) for i, e in enumerate(items)]
+        raise ConfigError(f"{full}: no element named {head!r} (use an index 0..{len(items) - 1} or one of {names})")
+    return named

@@ -1,0 +1,142 @@
+"""Data sets and loaders.
+
+The bundled default is scikit-learn's digits (1797 grey 8x8 images of 10 classes, shipped inside scikit-learn, so
+no download): a fixed stratified split (``train_test_split(test_size=0.2, random_state=0, stratify=y)``: 1437 train,
+360 val), pixel values 0..16 scaled to [0, 1], upsampled bilinearly to ``image_size`` and normalised with the
+training set's mean and std.
+
+Loaders are deterministic functions of ``(seed, epoch)``: the order and the augmentation of an epoch are drawn at
+the epoch's start, so a run resumed in the middle of an epoch skips exactly the batches it already trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from onebit.config import DataConfig
+from onebit.registry import Registry
+
+__all__ = ["DATASETS", "DataBundle", "TensorLoader", "build_data", "load_digits_tensors"]
+
+DATASETS: Registry[Callable[[DataConfig, int], DataBundle]] = Registry("data set")
+
+
+@dataclass
+class DataBundle:
+    """What a training run needs from a data set."""
+
+    train: TensorLoader
+    val: TensorLoader
+    num_classes: int
+    in_chans: int
+    image_size: int
+    description: str
+
+
+class TensorLoader:
+    """Batches of an in-memory (images, labels) pair; reshuffled and augmented per epoch from ``(seed, epoch)``.
+
+    Args:
+        images: float tensor [N, C, H, W]; labels: int64 tensor [N].
+        batch_size: batch size; the last partial batch is kept.
+        shuffle: draw a new order every epoch.
+        shift: random translation by up to ``shift`` pixels (zero padding then crop), 0 = none.
+        seed: base seed; epoch e uses a generator seeded with ``seed * 100003 + e``.
+    """
+
+    def __init__(
+        self, images: Tensor, labels: Tensor, batch_size: int, shuffle: bool, shift: int = 0, seed: int = 0
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if len(images) == 0:
+            raise ValueError("empty data set")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.shift, self.seed = batch_size, shuffle, shift, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.images)
+
+    def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield the epoch's batches, leaving out the first ``skip`` (a resumed epoch)."""
+        n = len(self.images)
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.shift:
+            offsets = torch.randint(0, 2 * self.shift + 1, (n, 2), generator=g)
+        for b in range(skip, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.shift:
+                x = _translate(x, offsets[idx], self.shift)
+            yield x, self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iterate()
+
+
+def _translate(x: Tensor, offsets: Tensor, shift: int) -> Tensor:
+    """Translate each image by its offset: replicate-pad by ``shift`` (the normalised background is not 0), crop."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    out = torch.empty_like(x)
+    for i in range(n):  # per-sample crops of a small batch; cheap next to the network
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+    return out
+
+
+def load_digits_tensors(
+    image_size: int = 16, val_fraction: float = 0.2, split_seed: int = 0
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The digits split as normalised tensors: (train_x [N,1,S,S], train_y, val_x, val_y)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.int64)
+    idx_train, idx_val = train_test_split(
+        torch.arange(len(y)).numpy(), test_size=val_fraction, random_state=split_seed, stratify=y.numpy()
+    )
+    if image_size != 8:
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    xt, xv = x[idx_train], x[idx_val]
+    mean, std = xt.mean(), xt.std()
+    return (xt - mean) / std, y[idx_train], (xv - mean) / std, y[idx_val]
+
+
+@DATASETS.register("digits")
+def _digits(cfg: DataConfig, seed: int) -> DataBundle:
+    xt, yt, xv, yv = load_digits_tensors(cfg.image_size, cfg.val_fraction, cfg.split_seed)
+    if cfg.limit_train:
+        xt, yt = xt[: cfg.limit_train], yt[: cfg.limit_train]
+    if cfg.limit_val:
+        xv, yv = xv[: cfg.limit_val], yv[: cfg.limit_val]
+    shift = max(1, cfg.image_size // 8) if cfg.augment else 0
+    return DataBundle(
+        train=TensorLoader(xt, yt, cfg.batch_size, shuffle=True, shift=shift, seed=seed),
+        val=TensorLoader(xv, yv, cfg.eval_batch_size, shuffle=False),
+        num_classes=10,
+        in_chans=1,
+        image_size=cfg.image_size,
+        description=f"digits {cfg.image_size}x{cfg.image_size}: {len(yt)} train / {len(yv)} val",
+    )
+
+
+def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
+    """Build the train/val loaders named by ``cfg.name``."""
+    return DATASETS.get(cfg.name)(cfg, seed)

@@ -1,0 +1,31 @@
+"""Training: plain loop functions, tasks, optimizers by role, schedules, checkpoints, the stage runner."""
+
+from onebit.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
+from onebit.train.loop import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from onebit.train.optim import OPTIMIZERS, build_optimizer, param_groups
+from onebit.train.recipe import RunDirError, RunInterrupted, RunResult, TrainingDiverged, run
+from onebit.train.schedules import lr_at, set_lr
+from onebit.train.tasks import ClassificationTask
+
+__all__ = [
+    "OPTIMIZERS",
+    "CheckpointError",
+    "ClassificationTask",
+    "EpochMeter",
+    "NonFiniteLossError",
+    "RunDirError",
+    "RunInterrupted",
+    "RunResult",
+    "TrainingDiverged",
+    "build_optimizer",
+    "evaluate",
+    "load_checkpoint",
+    "load_weights",
+    "lr_at",
+    "param_groups",
+    "run",
+    "save_checkpoint",
+    "save_weights",
+    "set_lr",
+    "train_one_epoch",
+]

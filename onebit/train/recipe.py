@@ -1,0 +1,423 @@
+"""Run a multi-stage recipe: one function, a list of stages, one run directory.
+
+Run directory::
+
+    config.json       the full RunConfig, written first (an exact re-run is `onebit train --resume DIR`)
+    run.json          status: running | interrupted | diverged | completed
+    metrics.jsonl     step / epoch / stage records (loss, accuracy, lr, ff_ratio, c2i, per-layer FF)
+    checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage)
+    summary.json, summary.md, plots/*.png
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from torch import nn
+
+from onebit.binarize import set_temperature
+from onebit.config import RunConfig, StageConfig, load_json, save_json
+from onebit.data import DataBundle, build_data
+from onebit.layers import binary_layers, set_binarization
+from onebit.metrics import FlipTracker, signs_int8
+from onebit.models import create_model
+from onebit.report import MetricsWriter, atomic_write_text, read_metrics, write_summary
+from onebit.train.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from onebit.train.loop import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from onebit.train.optim import build_optimizer
+from onebit.train.schedules import set_lr
+from onebit.train.tasks import ClassificationTask
+
+__all__ = ["RunDirError", "RunInterrupted", "RunResult", "TrainingDiverged", "build_model", "run"]
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used (missing, foreign, or already holding another run)."""
+
+
+class RunInterrupted(RuntimeError):
+    """Ctrl-C: a resumable checkpoint was written; resume with ``onebit train --resume <run_dir>``."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite; the last good checkpoint was kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    model: nn.Module
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    return create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _InterruptFlag:
+    """First Ctrl-C asks the loop to stop after the current step and checkpoint; a second one aborts at once."""
+
+    def __init__(self, console: Console) -> None:
+        self.set = False
+        self.console = console
+        self._old = None
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        self.console.print("[yellow]Interrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _stage_label(s: StageConfig) -> str:
+    parts = [p for p, on in (("activations", s.binarize_activations), ("weights", s.binarize_weights)) if on]
+    return " + ".join(parts) if parts else "none (float)"
+
+
+def _prepare_run_dir(cfg: RunConfig | None, out_dir: str | Path | None, resume: str | Path | None) -> tuple:
+    if resume is not None:
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise RunDirError(f"cannot resume {run_dir}: no such directory")
+        if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
+            raise RunDirError(f"cannot resume {run_dir}: not a onebit run directory (config.json/run.json missing)")
+        try:
+            info = json.loads((run_dir / "run.json").read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"cannot resume {run_dir}: run.json is corrupt ({e})") from None
+        if info.get("format") != "onebit-run":
+            raise RunDirError(f"cannot resume {run_dir}: run.json is not a onebit run record")
+        return load_json(run_dir / "config.json"), run_dir, True
+    if cfg is None:
+        raise ValueError("run() needs a config unless it resumes")
+    run_dir = Path(out_dir) if out_dir else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and (run_dir / "config.json").exists():
+        raise RunDirError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_json(cfg, run_dir / "config.json")
+    return cfg, run_dir, False
+
+
+def _status(run_dir: Path, status: str, **extra: Any) -> None:
+    atomic_write_text(run_dir / "run.json", json.dumps({"format": "onebit-run", "status": status, **extra}) + "\n")
+
+
+def run(
+    cfg: RunConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    console: Console | None = None,
+) -> RunResult:
+    """Train every stage of ``cfg`` into a run directory (or continue the run in ``resume``).
+
+    Raises:
+        RunDirError: bad ``out_dir``/``resume``.
+        RunInterrupted: Ctrl-C; a resumable checkpoint was written first.
+        TrainingDiverged: a NaN/inf loss; the last good checkpoint is kept.
+    """
+    console = console or Console()
+    cfg, run_dir, resuming = _prepare_run_dir(cfg, out_dir, resume)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = build_data(cfg.data, cfg.seed)
+    model = build_model(cfg).to(device)
+    run_ref = {k: signs_int8(m.weight) for k, m in _binary(model)}  # C2I reference of the whole run
+
+    state: dict[str, Any] | None = None
+    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    ckpt_dir = run_dir / "checkpoints"
+    if resuming:
+        last = find_checkpoint(ckpt_dir, "last")
+        if last is not None:
+            state, _ = load_checkpoint(last, model, map_location=device)
+            run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
+            metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
+            torch.set_rng_state(state["rng_torch"])
+            console.print(f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
+                          f"batch {state['batch']} (global step {state['global_step']})")
+        else:
+            metrics.truncate_after(-1, keep_stage_records=False)
+            console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
+    _status(run_dir, "running")
+    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref)
+    t0 = time.time() - (state or {}).get("elapsed", 0.0)
+    runner.t0 = t0
+    try:
+        with _InterruptFlag(console) as flag:
+            runner.flag = flag
+            runner.run_stages(state)
+    except NonFiniteLossError as e:
+        last = find_checkpoint(ckpt_dir, "last")
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        _status(run_dir, "diverged", message=str(e))
+        metrics.close()
+        raise TrainingDiverged(f"training stopped: {e}; {where}") from None
+    except RunInterrupted:
+        _status(run_dir, "interrupted")
+        metrics.close()
+        raise
+    metrics.close()
+    summary = runner.finish(time.time() - t0)
+    _status(run_dir, "completed")
+    return RunResult(run_dir, summary, model)
+
+
+def _binary(model: nn.Module):
+    return list(binary_layers(model))
+
+
+class _Runner:
+    """State of one run while its stages execute (kept out of ``run`` so each piece stays short)."""
+
+    def __init__(self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref) -> None:
+        self.cfg, self.run_dir, self.model, self.data, self.device = cfg, run_dir, model, data, device
+        self.metrics, self.console, self.run_ref = metrics, console, run_ref
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.results: list[dict[str, Any]] = []
+        self.global_step = 0
+        self.flag: _InterruptFlag | None = None
+        self.t0 = self.t_stage = time.time()
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def _state(self, i, done, epoch, batch, stage_step, opt, meter, tracker, stage_ff, stage_steps) -> dict:
+        st = {
+            "stage_index": i,
+            "stage_done": done,
+            "epoch": epoch,
+            "batch": batch,
+            "stage_step": stage_step,
+            "global_step": self.global_step,
+            "optimizer": opt.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "meter": dataclasses.asdict(meter),
+            "stage_ff": stage_ff,
+            "stage_steps": stage_steps,
+            "flips_stage": tracker.state_dict() if tracker else {},
+            "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
+            "results": self.results,
+            "elapsed": time.time() - self.t0,
+            "stage_elapsed": time.time() - self.t_stage,
+        }
+        return st
+
+    def _save(self, tag: str, state: dict) -> None:
+        meta = {"stage_index": state["stage_index"], "epoch": state["epoch"], "batch": state["batch"],
+                "global_step": state["global_step"], "stage_done": state["stage_done"], "recipe": self.cfg.recipe}
+        save_checkpoint(self.ckpt_dir, tag, self.model, state, meta)
+
+    # ---------------------------------------------------------------------------------------------------- stages
+    def run_stages(self, state: dict | None) -> None:
+        start = 0
+        if state is not None:
+            self.results = list(state["results"])
+            self.global_step = state["global_step"]
+            start = state["stage_index"] + (1 if state["stage_done"] else 0)
+            if state["stage_done"]:
+                state = None
+        for i in range(start, len(self.cfg.stages)):
+            self._run_stage(i, state)
+            state = None
+
+    def _init_stage(self, i: int, stage: StageConfig) -> None:
+        init = stage.init
+        if i == 0 and init in ("previous", "scratch"):
+            return  # the model was just built from the run's seed
+        if init == "previous":
+            return  # the model object carries every latent weight of the previous stage
+        if init == "scratch":
+            torch.manual_seed(self.cfg.seed + i)
+            fresh = build_model(self.cfg).to(self.device)
+            self.model.load_state_dict(fresh.state_dict())
+            return
+        load_weights(self.model, init, strict=True)
+
+    def _run_stage(self, i: int, state: dict | None) -> None:
+        cfg, stage, model, data = self.cfg, self.cfg.stages[i], self.model, self.data
+        if state is None:
+            self._init_stage(i, stage)
+        set_binarization(model, activations=stage.binarize_activations, weights=stage.binarize_weights)
+        opt, groups = build_optimizer(model, stage.optim)
+        tracker = FlipTracker.for_model(model) if cfg.track_flips and _binary(model) else None
+        steps_per_epoch = len(data.train)
+        meter = EpochMeter()
+        stage_ff, stage_steps, start_epoch, skip, stage_step = 0.0, 0, 0, 0, 0
+        self.t_stage = time.time()
+        if state is not None:  # resumed inside this stage
+            opt.load_state_dict(state["optimizer"])
+            meter = EpochMeter(**state["meter"])
+            stage_ff, stage_steps = state["stage_ff"], state["stage_steps"]
+            start_epoch, skip, stage_step = state["epoch"], state["batch"], state["stage_step"]
+            if tracker is not None:
+                tracker.load_state_dict(state["flips_stage"])
+            self.t_stage -= state.get("stage_elapsed", 0.0)
+        else:
+            self.console.print(f"[bold]Stage {i + 1}/{len(cfg.stages)} '{stage.name}'[/]: binarized "
+                               f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
+                               f"{stage.epochs} epochs x {steps_per_epoch} steps; groups: " + "; ".join(groups))
+        task = ClassificationTask(stage.label_smoothing)
+
+        def lr_for_step(s: int) -> float:
+            return set_lr(opt, stage.schedule, s, steps_per_epoch, stage.epochs)
+
+        for epoch in range(start_epoch, stage.epochs):
+            if stage.temperature is not None:
+                set_temperature(model, stage.temperature * stage.temperature_decay**epoch)
+            data.train.set_epoch(1000 * i + epoch)  # a distinct, reproducible order per (stage, epoch)
+            batch_in_epoch = skip
+            state_box = {"stage_ff": stage_ff, "stage_steps": stage_steps}
+
+            def on_step(rec: dict, _epoch=epoch) -> bool:
+                nonlocal batch_in_epoch
+                batch_in_epoch += 1
+                self.global_step += 1
+                if rec["ff_ratio"] == rec["ff_ratio"]:
+                    state_box["stage_ff"] += rec["ff_ratio"]
+                state_box["stage_steps"] += 1
+                if self.global_step % max(cfg.log_every, 1) == 0:
+                    self.metrics.write({"type": "step", "stage": stage.name, "stage_index": i, "epoch": _epoch,
+                                        "global_step": self.global_step, **rec})
+                progress.update(task_id, advance=1, loss=rec["loss"], acc=rec["acc"], ff=rec["ff_ratio"])
+                stop = self.flag is not None and self.flag.set
+                if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
+                    st = self._state(i, False, _epoch, batch_in_epoch, rec["step"], opt, meter, tracker,
+                                     state_box["stage_ff"], state_box["stage_steps"])
+                    self._save("last", st)
+                return not stop
+
+            progress = _progress(self.console)
+            with progress:
+                task_id = progress.add_task(f"{stage.name} {epoch + 1}/{stage.epochs}", total=steps_per_epoch,
+                                            completed=skip, loss=float("nan"), acc=float("nan"), ff=float("nan"))
+                stage_step = train_one_epoch(
+                    model, task, data.train.iterate(skip=skip), opt, device=self.device, lr_for_step=lr_for_step,
+                    start_step=stage_step, meter=meter, flips=tracker, grad_clip=stage.grad_clip, on_step=on_step,
+                )
+            stage_ff, stage_steps = state_box["stage_ff"], state_box["stage_steps"]
+            skip = 0
+            if self.flag is not None and self.flag.set:
+                raise RunInterrupted(f"interrupted; resume with: onebit train --resume {self.run_dir}")
+            val = evaluate(model, data.val, self.device)
+            rec = {"type": "epoch", "stage": stage.name, "stage_index": i, "epoch": epoch,
+                   "global_step": self.global_step, **meter.averages(), **val}
+            if tracker is not None:
+                rec.update(tracker.c2i())
+                rec["ff_layers"] = tracker.pop_layer_ratios()
+            self.metrics.write(rec)
+            self.console.print(
+                f"  {stage.name} epoch {epoch + 1}/{stage.epochs}: loss {rec['train_loss']:.4f}  "
+                f"train {100 * rec['train_acc']:.2f}%  val {100 * val['val_top1']:.2f}%  "
+                f"FF {rec['ff_ratio']:.2e}"
+            )
+            meter = EpochMeter()
+            self._save("last", self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker,
+                                           stage_ff, stage_steps))
+        self._finish_stage(i, stage, opt, tracker, stage_ff, stage_steps, stage_step, time.time() - self.t_stage)
+
+    def _finish_stage(self, i, stage, opt, tracker, stage_ff, stage_steps, stage_step, elapsed) -> None:
+        val = evaluate(self.model, self.data.val, self.device)
+        res = {"name": stage.name, "index": i, "binarized": _stage_label(stage), "epochs": stage.epochs,
+               "val_top1": val["val_top1"], "val_top5": val["val_top5"], "val_loss": val["val_loss"],
+               "ff_ratio": stage_ff / max(stage_steps, 1), "steps": stage_steps, "time_s": elapsed,
+               "c2i": float("nan"), "c2i_changed": float("nan"), "c2i_run": float("nan"),
+               "c2i_changed_run": float("nan")}
+        if tracker is not None:
+            res.update(tracker.c2i())
+            run_c2i = tracker.c2i(self.run_ref)
+            res["c2i_run"], res["c2i_changed_run"] = run_c2i["c2i"], run_c2i["c2i_changed"]
+        tag = f"stage{i + 1}_{stage.name}"
+        res["checkpoint"] = str(self.ckpt_dir / tag)
+        self.results.append(res)
+        st = self._state(i, True, stage.epochs, 0, stage_step, opt, EpochMeter(), tracker, stage_ff, stage_steps)
+        self._save(tag, st)
+        self.metrics.write({"type": "stage", "global_step": self.global_step, **res})
+        self._save("last", st)
+
+    # ------------------------------------------------------------------------------------------------------- end
+    def finish(self, elapsed: float) -> dict[str, Any]:
+        from onebit.analysis.plots import plot_run
+
+        summary = {
+            "recipe": self.cfg.recipe,
+            "run_dir": str(self.run_dir),
+            "model": self.cfg.model.name,
+            "data": self.data.description,
+            "status": "completed",
+            "time_s": elapsed,
+            "stages": self.results,
+            "final": self.results[-1] if self.results else {},
+        }
+        summary["complexity"] = _complexity(self.model, self.data)
+        summary["plots"] = [str(p) for p in plot_run(self.run_dir, read_metrics(self.run_dir / "metrics.jsonl"))]
+        write_summary(self.run_dir, summary)
+        self.console.print(stage_table(summary))
+        self.console.print(f"Run directory: [bold]{self.run_dir}[/]")
+        return summary
+
+
+def _complexity(model: nn.Module, data: DataBundle) -> dict[str, Any] | None:
+    try:
+        from onebit.analysis.complexity import complexity
+    except ImportError:
+        return None
+    rep = complexity(model, (data.in_chans, data.image_size, data.image_size)).to_dict()
+    total = rep.get("total", rep)
+    return {
+        "input_size": [data.in_chans, data.image_size, data.image_size],
+        "param_mb": total.get("param_mb", float("nan")),
+        "bops": total.get("bops", float("nan")),
+        "flops": total.get("flops", float("nan")),
+        "ops": total.get("ops", float("nan")),
+    }
+
+
+def stage_table(summary: dict[str, Any]) -> Table:
+    """The per-stage result table printed at the end of a run."""
+    t = Table(title=f"{summary['recipe']} — {summary['model']} on {summary['data']}")
+    for col in ("stage", "binarized", "epochs", "val top-1", "FF ratio", "C2I (stage)", "C2I (run)", "time"):
+        t.add_column(col, justify="right" if col not in ("stage", "binarized") else "left")
+    for s in summary["stages"]:
+        t.add_row(s["name"], s["binarized"], str(s["epochs"]), f"{100 * s['val_top1']:.2f}%", f"{s['ff_ratio']:.2e}",
+                  f"{s['c2i']:.4f}", f"{s['c2i_run']:.4f}", f"{s['time_s']:.1f}s")
+    return t
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} FF {task.fields[ff]:.1e}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+

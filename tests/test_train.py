@@ -1,0 +1,195 @@
+"""The training spine end to end: run directory, per-stage checkpoints, resume after SIGKILL and Ctrl-C, NaN stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from onebit.config import apply_overrides
+from onebit.models import register_model
+from onebit.models._registry import MODELS
+from onebit.recipes import get_recipe
+from onebit.report import read_metrics
+from onebit.train import RunDirError, TrainingDiverged, run
+from onebit.train.checkpoint import find_checkpoint
+
+# Tiny, fast and with enough steps per stage to kill a run in the middle of one.
+TINY = ["data.limit_train=192", "data.limit_val=64", "data.batch_size=32", "stages.*.epochs=3", "threads=1"]
+
+
+def _cfg(*extra):
+    return apply_overrides(get_recipe("adambnn_digits", smoke=True), TINY + list(extra))
+
+
+def _cli(*args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "onebit", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    p = _cli("--smoke", *TINY, "--out", str(out))
+    log, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, log
+    return out, log
+
+
+def test_run_directory_contents(reference_run):
+    out, log = reference_run
+    for f in ("config.json", "metrics.jsonl", "summary.json", "summary.md", "plots/accuracy.png",
+              "plots/ff_ratio.png"):
+        assert (out / f).exists(), f
+    assert (out / "plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for tag in ("stage1_step1", "stage2_step2"):
+        assert find_checkpoint(out / "checkpoints", tag) is not None
+    recs = read_metrics(out / "metrics.jsonl")
+    steps = [r for r in recs if r["type"] == "step"]
+    assert steps and all("ff_ratio" in r for r in steps)
+    assert [r["global_step"] for r in steps] == list(range(1, len(steps) + 1))
+    stages = [r for r in recs if r["type"] == "stage"]
+    assert [s["name"] for s in stages] == ["step1", "step2"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and len(summary["stages"]) == 2
+    assert "step2" in log and "Run directory" in log and "val top-1" in log
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stages"][0]["optim"]["weight_decay"] == 5e-6 and cfg["stages"][1]["optim"]["weight_decay"] == 0.0
+
+
+def test_stage2_inherits_every_latent_weight(tmp_path):
+    cfg = _cfg("stages.0.epochs=1", "stages.1.epochs=1", "stages.1.optim.lr=0")
+    res = run(cfg, out_dir=tmp_path / "r")
+    s1 = load_file(str(tmp_path / "r/checkpoints/stage1_step1/model.safetensors"))
+    s2 = load_file(str(tmp_path / "r/checkpoints/stage2_step2/model.safetensors"))
+    # with lr 0 in stage 2 every parameter is the stage-1 value (BN running stats still move)
+    params = {k for k, _ in res.model.named_parameters()}
+    assert params and all(torch.equal(s1[k], s2[k]) for k in params)
+    assert all(m.binarize_weight for m in res.model.modules() if hasattr(m, "binarize_weight"))
+
+
+def _final_weights(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "checkpoints/stage2_step2/model.safetensors"))
+
+
+def _wait_for_step(run_dir: Path, step: int, proc, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        recs = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+        if any(r.get("type") == "step" and r["global_step"] >= step for r in recs):
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended before step {step}: {proc.communicate()[0]}")
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for the run")
+
+
+def _identical(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigkill_mid_stage_then_resume_is_bit_identical(reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    out = tmp_path / "killed"
+    steps_per_stage = 3 * 6  # 3 epochs x ceil(192/32)
+    p = _cli("--smoke", *TINY, "checkpoint_every=1", "--out", str(out))
+    _wait_for_step(out, steps_per_stage + 4, p)  # inside stage 2, epoch 1
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    meta = json.loads((find_checkpoint(out / "checkpoints", "last") / "meta.json").read_text())
+    assert meta["stage_index"] == 1 and not meta["stage_done"], meta
+    r = _cli("--resume", str(out))
+    log, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, log
+    assert "Resuming" in log
+    assert _identical(_final_weights(out), _final_weights(ref_dir))
+    steps = [x["global_step"] for x in read_metrics(out / "metrics.jsonl") if x["type"] == "step"]
+    assert steps == list(range(1, 2 * steps_per_stage + 1))  # no step lost or repeated in the metrics
+
+
+def test_ctrl_c_leaves_resumable_checkpoint(reference_run, tmp_path):
+    ref_dir, _ = reference_run
+    out = tmp_path / "interrupted"
+    p = _cli("--smoke", *TINY, "--out", str(out))
+    _wait_for_step(out, 5, p)
+    p.send_signal(signal.SIGINT)
+    log, _ = p.communicate(timeout=300)
+    assert p.returncode == 130, log
+    assert "resume with" in log
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    r = _cli("--resume", str(out))
+    log, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, log
+    assert _identical(_final_weights(out), _final_weights(ref_dir))
+
+
+class _NaNAfter(nn.Module):
+    """Returns NaN logits from its 5th training forward on: a stand-in for a diverging model."""
+
+    def __init__(self, num_classes=10, **_):
+        super().__init__()
+        self.net = MODELS.get("reactnet_digits")(num_classes=num_classes, width=4)
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls >= 5:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_after(num_classes=10, **kw):  # noqa: PT028 (a model entrypoint, not a test)
+    return _NaNAfter(num_classes, **kw)
+
+
+test_nan_after.__test__ = False  # keep pytest from collecting the entrypoint
+if "test_nan_after" not in MODELS:
+    register_model(test_nan_after)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = _cfg("model.name=test_nan_after", "checkpoint_every=2")
+    cfg.model.kwargs = {}
+    with pytest.raises(TrainingDiverged, match="nan.*last good checkpoint"):
+        run(cfg, out_dir=tmp_path / "r")
+    ck = find_checkpoint(tmp_path / "r/checkpoints", "last")
+    meta = json.loads((ck / "meta.json").read_text())
+    assert meta["global_step"] == 4  # steps 1-4 were finite; step 5 was not applied
+    assert all(torch.isfinite(v).all() for v in load_file(str(ck / "model.safetensors")).values())
+    assert json.loads((tmp_path / "r/run.json").read_text())["status"] == "diverged"
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(RunDirError, match="no such directory"):
+        run(resume=tmp_path / "missing")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign/config.json").write_text("{}")
+    with pytest.raises(RunDirError, match="not a onebit run directory"):
+        run(resume=tmp_path / "foreign")
+    (tmp_path / "foreign/run.json").write_text('{"status": "x"}')
+    with pytest.raises(RunDirError, match="not a onebit run record"):
+        run(resume=tmp_path / "foreign")
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    cfg = _cfg("stages.*.epochs=1")
+    run(cfg, out_dir=tmp_path / "r")
+    with pytest.raises(RunDirError, match="already holds a run"):
+        run(_cfg(), out_dir=tmp_path / "r")
+
+
+def test_cli_reports_unknown_override_key(tmp_path):
+    p = _cli("--smoke", "stages.0.optim.lrr=1", "--out", str(tmp_path / "x"))
+    log, _ = p.communicate(timeout=120)
+    assert p.returncode == 2
+    assert "stages.0.optim.lrr" in log and "stages.0.optim.lr" in log
