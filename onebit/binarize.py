@@ -129,10 +129,10 @@ class ProgressiveSignFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, temperature: Tensor, threshold: float, zero: float) -> Tensor:
-        t = temperature.to(w.dtype)
-        if bool(t.reshape(-1)[0] < threshold):
+        # the switch compares the buffer in its own dtype, as the official code does; the clamp runs in w's dtype
+        if bool(temperature.reshape(-1)[0] < threshold):
             return sign(w, zero)
-        return (w / t.clamp_min(1e-8)).clamp_(-1.0, 1.0)
+        return (w / temperature.to(w.dtype).clamp_min(1e-8)).clamp_(-1.0, 1.0)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -177,7 +177,7 @@ def clamp_latent_(w: Tensor, bound: float = 1.5) -> Tensor:
 class Binarizer(nn.Module):
     """Base class: marks a module as a binarizer (used by metrics and exporters to find binarization points)."""
 
-    #: True when the forward output is two/three-valued (sign-like); False for identity and soft clamps.
+    #: False only for the identity; a progressive binarizer counts as binary (it ends as a hard sign).
     is_binary: bool = True
 
 
@@ -274,8 +274,6 @@ class ProgressiveSign(Binarizer):
     it by 0.9 after every epoch. Thresholds: 1e-7 in ``bnext.py`` (BNext-T/S/M/L), 1e-5 in ``birealnet.py``
     (BNext-18).
     """
-
-    is_binary = True
 
     def __init__(self, threshold: float = 1e-7, temperature: float = 1.0, zero: float = 0.0) -> None:
         super().__init__()

@@ -23,8 +23,11 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
 
-    def register(self, name: str | None = None, obj: T | None = None) -> Callable[[T], T] | T:
-        """Register ``obj`` under ``name``; used bare as a decorator it takes the object's ``__name__``."""
+    def register(self, name: str | T | None = None, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``. As a decorator: ``@reg.register("name")``, or ``@reg.register()`` /
+        bare ``@reg.register`` to use the object's ``__name__``."""
+        if name is not None and not isinstance(name, str):  # bare decorator: the object came in as `name`
+            name, obj = None, name
 
         def _add(o: T) -> T:
             key = name or o.__name__  # type: ignore[attr-defined]

@@ -603,12 +603,6 @@ def test_binarize_skip_flags_linear_flag_and_options():
     assert "fc1" not in report["kept"]  # not a candidate at all
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with linear=False the Linear layers are dropped from the candidate list before skip_last is "
-    "resolved, so skip_last keeps the *last conv* real (features.3) although the model's last layer is the "
-    "Linear head, which stays real anyway.",
-)
 def test_binarize_linear_false_still_binarizes_last_conv():
     model = small_cnn()
     report = binarize_(model, BinarizeConfig(linear=False))

@@ -54,12 +54,6 @@ def test_register_without_name_uses_dunder_name():
     assert my_entry() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: `@reg.register` used without parentheses binds the function to `name`, returns the inner `_add` "
-    "closure, registers nothing and silently replaces the decorated function by `_add` (docstring: 'used bare as a "
-    "decorator it takes the object's __name__').",
-)
 def test_register_bare_decorator_without_parentheses():
     reg: Registry = Registry("widget")
 

@@ -39,6 +39,9 @@ class BinarizeConfig:
     pad_value: float = 0.0
 
     def __post_init__(self) -> None:
+        for attr in ("include", "exclude"):
+            if isinstance(getattr(self, attr), str):
+                raise TypeError(f"BinarizeConfig.{attr} must be a list of patterns, got a string")
         for name in (self.input_binarizer, self.weight_binarizer):
             BINARIZERS.get(name)  # raises a KeyError with close matches
 
@@ -73,16 +76,16 @@ def binarize_(model: nn.Module, cfg: BinarizeConfig | None = None) -> dict:
         for n, m in model.named_modules()
         if type(m) is nn.Conv2d or (cfg.linear and type(m) is nn.Linear)
     ]
-    convs = [n for n, m in candidates if isinstance(m, nn.Conv2d)]
-    linears = [n for n, m in candidates if isinstance(m, nn.Linear)]
+    # first/last are decided over every conv/linear layer, not only the candidates: with linear=False the last
+    # layer may be a linear head that stays real anyway, and then no conv needs to be kept real for it
+    layers = [n for n, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Linear)]
     skip = set()
-    if cfg.skip_first and convs:
-        skip.add(convs[0])
-    if cfg.skip_last:
-        if linears:
-            skip.add(linears[-1])
-        elif convs:
-            skip.add(convs[-1])
+    if cfg.skip_first and layers:
+        convs = [n for n, m in candidates if isinstance(m, nn.Conv2d)]
+        if convs:
+            skip.add(convs[0])
+    if cfg.skip_last and layers:
+        skip.add(layers[-1])
     report: dict[str, list[str]] = {"binarized": [], "kept": []}
     for name, m in candidates:
         chosen = name not in skip
