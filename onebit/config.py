@@ -167,6 +167,8 @@ class RunConfig:
         log_every: steps between ``metrics.jsonl`` step records.
         checkpoint_every: steps between rolling resume checkpoints inside an epoch (0 = at epoch ends only).
         track_flips: compute the FF ratio every step and C2I per epoch.
+        layer_ff_per_step: also write each layer's FF ratio into every step record (per-layer FF is always in the
+            epoch and stage records, averaged over their steps).
     """
 
     recipe: str = "custom"
@@ -176,6 +178,7 @@ class RunConfig:
     log_every: int = 1
     checkpoint_every: int = 0
     track_flips: bool = True
+    layer_ff_per_step: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
@@ -202,17 +205,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
+        is_none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return _parse_literal(value) if isinstance(value, str) else value

@@ -47,8 +47,14 @@ def plot_run(run_dir: str | Path, records: list[dict[str, Any]]) -> list[Path]:
         ax.plot(x, 100 * acc, color="tab:blue", alpha=0.25, lw=0.8, label="train (per step)")
         ax.plot(x[k - 1 :], 100 * smooth, color="tab:blue", lw=1.5, label=f"train ({k}-step mean)")
     if epochs:
-        ax.plot([r["global_step"] for r in epochs], [100 * r["val_top1"] for r in epochs], "o-", color="tab:red",
-                ms=4, label="val top-1 (per epoch)")
+        ax.plot(
+            [r["global_step"] for r in epochs],
+            [100 * r["val_top1"] for r in epochs],
+            "o-",
+            color="tab:red",
+            ms=4,
+            label="val top-1 (per epoch)",
+        )
     mark(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("accuracy (%)")
@@ -66,12 +72,23 @@ def plot_run(run_dir: str | Path, records: list[dict[str, Any]]) -> list[Path]:
         pos = np.where(ff > 0, ff, np.nan)
         ax.semilogy(x, pos, ".", ms=2, color="tab:green", alpha=0.5, label="FF ratio per step")
         if epochs:
-            ax.semilogy([r["global_step"] for r in epochs], [max(r["ff_ratio"], 1e-12) for r in epochs], "o-",
-                        color="tab:purple", ms=4, label="epoch mean")
+            ax.semilogy(
+                [r["global_step"] for r in epochs],
+                [max(r["ff_ratio"], 1e-12) for r in epochs],
+                "o-",
+                color="tab:purple",
+                ms=4,
+                label="epoch mean",
+            )
         zero = np.mean(ff == 0)
         if zero > 0:
-            ax.text(0.01, 0.02, f"{100 * zero:.1f}% of steps flip no sign (not shown on log scale)",
-                    transform=ax.transAxes, fontsize=8)
+            ax.text(
+                0.01,
+                0.02,
+                f"{100 * zero:.1f}% of steps flip no sign (not shown on log scale)",
+                transform=ax.transAxes,
+                fontsize=8,
+            )
     mark(ax)
     ax.set_xlabel("step")
     ax.set_ylabel("FF ratio (share of latent-weight signs flipped)")

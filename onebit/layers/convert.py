@@ -72,9 +72,7 @@ def binarize_(model: nn.Module, cfg: BinarizeConfig | None = None) -> dict:
     """
     cfg = cfg or BinarizeConfig()
     candidates = [
-        (n, m)
-        for n, m in model.named_modules()
-        if type(m) is nn.Conv2d or (cfg.linear and type(m) is nn.Linear)
+        (n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d or (cfg.linear and type(m) is nn.Linear)
     ]
     # first/last are decided over every conv/linear layer, not only the candidates: with linear=False the last
     # layer may be a linear head that stays real anyway, and then no conv needs to be kept real for it
@@ -104,8 +102,19 @@ def binarize_(model: nn.Module, cfg: BinarizeConfig | None = None) -> dict:
         )
         if isinstance(m, nn.Conv2d):
             new: nn.Module = BinaryConv2d(
-                m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                m.bias is not None, m.padding_mode, m.weight.device, m.weight.dtype, pad_value=cfg.pad_value, **kw,
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                m.bias is not None,
+                m.padding_mode,
+                m.weight.device,
+                m.weight.dtype,
+                pad_value=cfg.pad_value,
+                **kw,
             )
         else:
             new = BinaryLinear(m.in_features, m.out_features, m.bias is not None, m.weight.device, m.weight.dtype, **kw)

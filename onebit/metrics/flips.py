@@ -68,6 +68,7 @@ class FlipTracker:
         self.init = {k: s.clone() for k, s in self.prev.items()}
         self._layer_flips = {k: torch.zeros((), dtype=torch.float64, device=s.device) for k, s in self.prev.items()}
         self._layer_steps = 0
+        self.last_flips: dict[str, Tensor] = {}
 
     @classmethod
     def for_model(cls, model: nn.Module) -> FlipTracker:
@@ -85,10 +86,15 @@ class FlipTracker:
             s = signs_int8(w)
             flips = (s.to(torch.int16) - self.prev[k].to(torch.int16)).abs().sum(dtype=torch.float64) / 2
             self._layer_flips[k] += flips
+            self.last_flips[k] = flips
             total += flips
             self.prev[k] = s
         self._layer_steps += 1
         return total / self.total
+
+    def last_layer_ratios(self) -> dict[str, float]:
+        """Per-layer FF ratio of the most recent :meth:`update` (reads the device: call it only when logging)."""
+        return {k: float(v) / self.numel[k] for k, v in self.last_flips.items()}
 
     def pop_layer_ratios(self) -> dict[str, float]:
         """Per-layer FF ratio averaged over the steps since the last call."""

@@ -67,7 +67,11 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    bad = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    bad = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and sd[k].shape != own[k].shape
+    ]
     if bad:
         raise CheckpointError(f"{path}: shape mismatch for {len(bad)} tensors, first: {bad[0]}")
     if strict and (missing or unexpected):
@@ -79,7 +83,9 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
     return {"missing": missing, "unexpected": unexpected}
 
 
-def save_checkpoint(ckpt_dir: str | Path, tag: str, model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save_checkpoint(
+    ckpt_dir: str | Path, tag: str, model: nn.Module, state: dict[str, Any], meta: dict[str, Any]
+) -> Path:
     """Write ``<ckpt_dir>/<tag>/`` = model.safetensors + state.pt + meta.json, atomically (see module doc)."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)

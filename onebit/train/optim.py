@@ -33,9 +33,7 @@ OPTIMIZERS.register("amsgrad", _adam_family(torch.optim.Adam, amsgrad=True))
 OPTIMIZERS.register(
     "sgd", lambda groups, cfg: torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
 )
-OPTIMIZERS.register(
-    "rmsprop", lambda groups, cfg: torch.optim.RMSprop(groups, lr=cfg.lr, eps=cfg.eps, momentum=0.0)
-)
+OPTIMIZERS.register("rmsprop", lambda groups, cfg: torch.optim.RMSprop(groups, lr=cfg.lr, eps=cfg.eps, momentum=0.0))
 OPTIMIZERS.register("adagrad", lambda groups, cfg: torch.optim.Adagrad(groups, lr=cfg.lr, eps=1e-10))
 OPTIMIZERS.register("adadelta", lambda groups, cfg: torch.optim.Adadelta(groups, lr=cfg.lr, eps=1e-6))
 

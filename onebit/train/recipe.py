@@ -161,8 +161,10 @@ def run(
             run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
             metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
             torch.set_rng_state(state["rng_torch"])
-            console.print(f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
-                          f"batch {state['batch']} (global step {state['global_step']})")
+            console.print(
+                f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
+                f"batch {state['batch']} (global step {state['global_step']})"
+            )
         else:
             metrics.truncate_after(-1, keep_stage_records=False)
             console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
@@ -205,9 +207,10 @@ class _Runner:
         self.global_step = 0
         self.flag: _InterruptFlag | None = None
         self.t0 = self.t_stage = time.time()
+        self.acc: dict[str, Any] = {"ff": 0.0, "steps": 0, "layers": {}}
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def _state(self, i, done, epoch, batch, stage_step, opt, meter, tracker, stage_ff, stage_steps) -> dict:
+    def _state(self, i, done, epoch, batch, stage_step, opt, meter, tracker) -> dict:
         st = {
             "stage_index": i,
             "stage_done": done,
@@ -218,8 +221,7 @@ class _Runner:
             "optimizer": opt.state_dict(),
             "rng_torch": torch.get_rng_state(),
             "meter": dataclasses.asdict(meter),
-            "stage_ff": stage_ff,
-            "stage_steps": stage_steps,
+            "stage_acc": dict(self.acc),
             "flips_stage": tracker.state_dict() if tracker else {},
             "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
             "results": self.results,
@@ -229,8 +231,14 @@ class _Runner:
         return st
 
     def _save(self, tag: str, state: dict) -> None:
-        meta = {"stage_index": state["stage_index"], "epoch": state["epoch"], "batch": state["batch"],
-                "global_step": state["global_step"], "stage_done": state["stage_done"], "recipe": self.cfg.recipe}
+        meta = {
+            "stage_index": state["stage_index"],
+            "epoch": state["epoch"],
+            "batch": state["batch"],
+            "global_step": state["global_step"],
+            "stage_done": state["stage_done"],
+            "recipe": self.cfg.recipe,
+        }
         save_checkpoint(self.ckpt_dir, tag, self.model, state, meta)
 
     # ---------------------------------------------------------------------------------------------------- stages
@@ -268,20 +276,24 @@ class _Runner:
         tracker = FlipTracker.for_model(model) if cfg.track_flips and _binary(model) else None
         steps_per_epoch = len(data.train)
         meter = EpochMeter()
-        stage_ff, stage_steps, start_epoch, skip, stage_step = 0.0, 0, 0, 0, 0
+        # stage accumulators: sum of per-step FF, steps, step-weighted per-layer FF (for the stage averages)
+        self.acc = {"ff": 0.0, "steps": 0, "layers": {}}
+        start_epoch, skip, stage_step = 0, 0, 0
         self.t_stage = time.time()
         if state is not None:  # resumed inside this stage
             opt.load_state_dict(state["optimizer"])
             meter = EpochMeter(**state["meter"])
-            stage_ff, stage_steps = state["stage_ff"], state["stage_steps"]
+            self.acc = dict(state["stage_acc"])
             start_epoch, skip, stage_step = state["epoch"], state["batch"], state["stage_step"]
             if tracker is not None:
                 tracker.load_state_dict(state["flips_stage"])
             self.t_stage -= state.get("stage_elapsed", 0.0)
         else:
-            self.console.print(f"[bold]Stage {i + 1}/{len(cfg.stages)} '{stage.name}'[/]: binarized "
-                               f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
-                               f"{stage.epochs} epochs x {steps_per_epoch} steps; groups: " + "; ".join(groups))
+            self.console.print(
+                f"[bold]Stage {i + 1}/{len(cfg.stages)} '{stage.name}'[/]: binarized "
+                f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
+                f"{stage.epochs} epochs x {steps_per_epoch} steps; groups: " + "; ".join(groups)
+            )
         task = ClassificationTask(stage.label_smoothing)
 
         def lr_for_step(s: int) -> float:
@@ -292,44 +304,77 @@ class _Runner:
                 set_temperature(model, stage.temperature * stage.temperature_decay**epoch)
             data.train.set_epoch(1000 * i + epoch)  # a distinct, reproducible order per (stage, epoch)
             batch_in_epoch = skip
-            state_box = {"stage_ff": stage_ff, "stage_steps": stage_steps}
+            progress = _progress(self.console)
+            task_id = progress.add_task(
+                f"{stage.name} {epoch + 1}/{stage.epochs}",
+                total=steps_per_epoch,
+                completed=skip,
+                loss=float("nan"),
+                acc=float("nan"),
+                ff=float("nan"),
+            )
 
-            def on_step(rec: dict, _epoch=epoch) -> bool:
+            def on_step(rec: dict, _epoch=epoch, _meter=meter, _progress=progress, _task=task_id) -> bool:
                 nonlocal batch_in_epoch
                 batch_in_epoch += 1
                 self.global_step += 1
                 if rec["ff_ratio"] == rec["ff_ratio"]:
-                    state_box["stage_ff"] += rec["ff_ratio"]
-                state_box["stage_steps"] += 1
+                    self.acc["ff"] += rec["ff_ratio"]
+                self.acc["steps"] += 1
                 if self.global_step % max(cfg.log_every, 1) == 0:
-                    self.metrics.write({"type": "step", "stage": stage.name, "stage_index": i, "epoch": _epoch,
-                                        "global_step": self.global_step, **rec})
-                progress.update(task_id, advance=1, loss=rec["loss"], acc=rec["acc"], ff=rec["ff_ratio"])
+                    extra = {"ff_layers": tracker.last_layer_ratios()} if cfg.layer_ff_per_step and tracker else {}
+                    self.metrics.write(
+                        {
+                            "type": "step",
+                            "stage": stage.name,
+                            "stage_index": i,
+                            "epoch": _epoch,
+                            "global_step": self.global_step,
+                            **rec,
+                            **extra,
+                        }
+                    )
+                _progress.update(_task, advance=1, loss=rec["loss"], acc=rec["acc"], ff=rec["ff_ratio"])
                 stop = self.flag is not None and self.flag.set
                 if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
-                    st = self._state(i, False, _epoch, batch_in_epoch, rec["step"], opt, meter, tracker,
-                                     state_box["stage_ff"], state_box["stage_steps"])
-                    self._save("last", st)
+                    state = self._state(i, False, _epoch, batch_in_epoch, rec["step"], opt, _meter, tracker)
+                    self._save("last", state)
                 return not stop
 
-            progress = _progress(self.console)
             with progress:
-                task_id = progress.add_task(f"{stage.name} {epoch + 1}/{stage.epochs}", total=steps_per_epoch,
-                                            completed=skip, loss=float("nan"), acc=float("nan"), ff=float("nan"))
                 stage_step = train_one_epoch(
-                    model, task, data.train.iterate(skip=skip), opt, device=self.device, lr_for_step=lr_for_step,
-                    start_step=stage_step, meter=meter, flips=tracker, grad_clip=stage.grad_clip, on_step=on_step,
+                    model,
+                    task,
+                    data.train.iterate(skip=skip),
+                    opt,
+                    device=self.device,
+                    lr_for_step=lr_for_step,
+                    start_step=stage_step,
+                    meter=meter,
+                    flips=tracker,
+                    grad_clip=stage.grad_clip,
+                    on_step=on_step,
                 )
-            stage_ff, stage_steps = state_box["stage_ff"], state_box["stage_steps"]
             skip = 0
             if self.flag is not None and self.flag.set:
                 raise RunInterrupted(f"interrupted; resume with: onebit train --resume {self.run_dir}")
             val = evaluate(model, data.val, self.device)
-            rec = {"type": "epoch", "stage": stage.name, "stage_index": i, "epoch": epoch,
-                   "global_step": self.global_step, **meter.averages(), **val}
+            rec = {
+                "type": "epoch",
+                "stage": stage.name,
+                "stage_index": i,
+                "epoch": epoch,
+                "global_step": self.global_step,
+                "epoch_steps": meter.steps,
+                **meter.averages(),
+                **val,
+            }
             if tracker is not None:
                 rec.update(tracker.c2i())
                 rec["ff_layers"] = tracker.pop_layer_ratios()
+                layers = self.acc["layers"]
+                for k, v in rec["ff_layers"].items():  # step-weighted sums for the stage average
+                    layers[k] = layers.get(k, 0.0) + v * rec["epoch_steps"]
             self.metrics.write(rec)
             self.console.print(
                 f"  {stage.name} epoch {epoch + 1}/{stage.epochs}: loss {rec['train_loss']:.4f}  "
@@ -337,17 +382,29 @@ class _Runner:
                 f"FF {rec['ff_ratio']:.2e}"
             )
             meter = EpochMeter()
-            self._save("last", self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker,
-                                           stage_ff, stage_steps))
-        self._finish_stage(i, stage, opt, tracker, stage_ff, stage_steps, stage_step, time.time() - self.t_stage)
+            self._save("last", self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker))
+        self._finish_stage(i, stage, opt, tracker, stage_step, time.time() - self.t_stage)
 
-    def _finish_stage(self, i, stage, opt, tracker, stage_ff, stage_steps, stage_step, elapsed) -> None:
+    def _finish_stage(self, i, stage, opt, tracker, stage_step, elapsed) -> None:
+        steps = max(self.acc["steps"], 1)
         val = evaluate(self.model, self.data.val, self.device)
-        res = {"name": stage.name, "index": i, "binarized": _stage_label(stage), "epochs": stage.epochs,
-               "val_top1": val["val_top1"], "val_top5": val["val_top5"], "val_loss": val["val_loss"],
-               "ff_ratio": stage_ff / max(stage_steps, 1), "steps": stage_steps, "time_s": elapsed,
-               "c2i": float("nan"), "c2i_changed": float("nan"), "c2i_run": float("nan"),
-               "c2i_changed_run": float("nan")}
+        res = {
+            "name": stage.name,
+            "index": i,
+            "binarized": _stage_label(stage),
+            "epochs": stage.epochs,
+            "val_top1": val["val_top1"],
+            "val_top5": val["val_top5"],
+            "val_loss": val["val_loss"],
+            "ff_ratio": self.acc["ff"] / steps,
+            "steps": self.acc["steps"],
+            "time_s": elapsed,
+            "ff_layers": {k: v / steps for k, v in self.acc["layers"].items()},
+            "c2i": float("nan"),
+            "c2i_changed": float("nan"),
+            "c2i_run": float("nan"),
+            "c2i_changed_run": float("nan"),
+        }
         if tracker is not None:
             res.update(tracker.c2i())
             run_c2i = tracker.c2i(self.run_ref)
@@ -355,7 +412,7 @@ class _Runner:
         tag = f"stage{i + 1}_{stage.name}"
         res["checkpoint"] = str(self.ckpt_dir / tag)
         self.results.append(res)
-        st = self._state(i, True, stage.epochs, 0, stage_step, opt, EpochMeter(), tracker, stage_ff, stage_steps)
+        st = self._state(i, True, stage.epochs, 0, stage_step, opt, EpochMeter(), tracker)
         self._save(tag, st)
         self.metrics.write({"type": "stage", "global_step": self.global_step, **res})
         self._save("last", st)
@@ -404,8 +461,16 @@ def stage_table(summary: dict[str, Any]) -> Table:
     for col in ("stage", "binarized", "epochs", "val top-1", "FF ratio", "C2I (stage)", "C2I (run)", "time"):
         t.add_column(col, justify="right" if col not in ("stage", "binarized") else "left")
     for s in summary["stages"]:
-        t.add_row(s["name"], s["binarized"], str(s["epochs"]), f"{100 * s['val_top1']:.2f}%", f"{s['ff_ratio']:.2e}",
-                  f"{s['c2i']:.4f}", f"{s['c2i_run']:.4f}", f"{s['time_s']:.1f}s")
+        t.add_row(
+            s["name"],
+            s["binarized"],
+            str(s["epochs"]),
+            f"{100 * s['val_top1']:.2f}%",
+            f"{s['ff_ratio']:.2e}",
+            f"{s['c2i']:.4f}",
+            f"{s['c2i_run']:.4f}",
+            f"{s['time_s']:.1f}s",
+        )
     return t
 
 
@@ -420,4 +485,3 @@ def _progress(console: Console) -> Progress:
         transient=True,
         disable=not console.is_terminal,
     )
-

@@ -42,7 +42,9 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, step: int, steps_per_epoch: int, 
     raise ValueError(f"unknown schedule {cfg.name!r} (known: linear, cosine, constant)")
 
 
-def set_lr(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
+def set_lr(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int
+) -> float:
     """Set every group's lr for ``step`` from its ``initial_lr``; returns the first group's lr."""
     lr = 0.0
     for i, g in enumerate(optimizer.param_groups):
