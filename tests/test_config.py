@@ -18,8 +18,17 @@ def test_json_round_trip(tmp_path):
 
 def test_overrides_by_index_name_and_wildcard():
     cfg = get_recipe("adambnn_digits")
-    apply_overrides(cfg, ["stages.step2.epochs=3", "stages.0.optim.lr=1e-4", "stages.*.optim.weight_decay=-1e-4",
-                          "data.augment=false", "stages.0.grad_clip=none", "seed=7"])
+    apply_overrides(
+        cfg,
+        [
+            "stages.step2.epochs=3",
+            "stages.0.optim.lr=1e-4",
+            "stages.*.optim.weight_decay=-1e-4",
+            "data.augment=false",
+            "stages.0.grad_clip=none",
+            "seed=7",
+        ],
+    )
     assert cfg.stages[1].epochs == 3 and cfg.stages[0].epochs != 3
     assert cfg.stages[0].optim.lr == 1e-4
     assert all(s.optim.weight_decay == -1e-4 for s in cfg.stages)
@@ -44,8 +53,13 @@ def test_unknown_key_names_key_and_closest():
 
 @pytest.mark.parametrize(
     ("item", "expected"),
-    [("stages.0.epochs=abc", "expects int"), ("stages.0.epochs=1.5", "expects int"), ("data.augment=maybe", "bool"),
-     ("stages.0.optim.lr=fast", "expects float"), ("stages.0.optim.betas=0.9", "expects 2 values")],
+    [
+        ("stages.0.epochs=abc", "expects int"),
+        ("stages.0.epochs=1.5", "expects int"),
+        ("data.augment=maybe", "bool"),
+        ("stages.0.optim.lr=fast", "expects float"),
+        ("stages.0.optim.betas=0.9", "expects 2 values"),
+    ],
 )
 def test_wrong_type_names_expected_type(item, expected):
     with pytest.raises(ConfigError, match=expected) as e:

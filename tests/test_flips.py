@@ -62,8 +62,10 @@ def test_ff_and_c2i_match_brute_force_over_training():
 
     final = [w.detach() for w in weights]
     changed = _brute_flips(init, final) / total  # mean of eq. 6
-    corr = sum(_sgn(a) * _sgn(b) for i, f in zip(init, final) for a, b in
-               zip(i.flatten().tolist(), f.flatten().tolist())) / total
+    corr = (
+        sum(_sgn(a) * _sgn(b) for i, f in zip(init, final) for a, b in zip(i.flatten().tolist(), f.flatten().tolist()))
+        / total
+    )
     c = tracker.c2i()
     assert abs(c["c2i_changed"] - changed) < 1e-12
     assert abs(c["c2i"] - corr) < 1e-12

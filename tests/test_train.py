@@ -31,8 +31,14 @@ def _cfg(*extra):
 
 def _cli(*args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "onebit", "train", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "onebit", "train", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +52,7 @@ def reference_run(tmp_path_factory):
 
 def test_run_directory_contents(reference_run):
     out, log = reference_run
-    for f in ("config.json", "metrics.jsonl", "summary.json", "summary.md", "plots/accuracy.png",
-              "plots/ff_ratio.png"):
+    for f in ("config.json", "metrics.jsonl", "summary.json", "summary.md", "plots/accuracy.png", "plots/ff_ratio.png"):
         assert (out / f).exists(), f
     assert (out / "plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for tag in ("stage1_step1", "stage2_step2"):
