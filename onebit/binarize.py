@@ -79,7 +79,7 @@ class SignSTEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, clip: float | None, zero: float) -> Tensor:
-        if clip is not None:
+        if clip is not None and ctx.needs_input_grad[0]:
             ctx.save_for_backward(x.abs() <= clip)  # a bool mask: 1 byte per element, not the float input
         ctx.clip = clip
         return sign(x, zero)
@@ -97,7 +97,8 @@ class ApproxSignFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, zero: float) -> Tensor:
-        ctx.save_for_backward(x)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(x)
         return sign(x, zero)
 
     @staticmethod
@@ -111,7 +112,7 @@ class ScaledSignFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, clip: float | None, zero: float) -> Tensor:
-        if clip is not None:
+        if clip is not None and ctx.needs_input_grad[0]:  # no mask under no_grad (evaluation, exports)
             ctx.save_for_backward(w.abs() <= clip)
         ctx.clip = clip
         return channel_abs_mean(w) * sign(w, zero)

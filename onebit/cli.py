@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from rich.console import Console
@@ -39,6 +40,43 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _cmd_summary(args: argparse.Namespace, console: Console) -> int:
+    from onebit.analysis.complexity import complexity, format_table
+    from onebit.models.io import ModelLoadError, input_channels, load_model
+
+    try:
+        model, info = load_model(args.model)
+    except (ModelLoadError, OSError, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    if args.resolution:
+        size = (input_channels(model), args.resolution, args.resolution)
+    else:
+        size = tuple(info.get("input_size") or (input_channels(model), 224, 224))
+    report = complexity(model, size)
+    if args.json:
+        print(json.dumps({"model": str(args.model), "input_size": list(size), **report.to_dict(args.per_layer)}))
+    else:
+        console.print(format_table(report, per_layer=args.per_layer, title=f"{args.model} at {size}"))
+    return 0
+
+
+def _cmd_import_official(args: argparse.Namespace, console: Console) -> int:
+    from onebit.analysis.complexity import complexity, format_table
+    from onebit.models.io import save_model_dir
+    from onebit.models.official import OfficialCheckpointError, load_official
+
+    try:
+        model = load_official(args.layout, args.checkpoint, strict=not args.lenient)
+    except (OfficialCheckpointError, KeyError, OSError) as e:
+        console.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
+        return 2
+    out = save_model_dir(model, args.out, extra={"layout": args.layout, "source": str(args.checkpoint)})
+    console.print(format_table(complexity(model, (3, 224, 224)), title=f"{args.layout} (imported)"))
+    console.print(f"Wrote {out / 'model.safetensors'} and {out / 'model.json'}")
+    return 0
+
+
 def _cmd_recipes(args: argparse.Namespace, console: Console) -> int:
     from onebit.recipes import list_recipes, recipe_header
 
@@ -60,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<recipe>-<time>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     t.set_defaults(fn=_cmd_train)
+
+    s = sub.add_parser("summary", help="parameters (#Param MB), BOPs, FLOPs and OPs of a model, in the papers' units")
+    s.add_argument("model", help="registered model name, model directory (import-official) or run directory")
+    s.add_argument("--resolution", type=int, help="input side length (default 224, or the run's image size)")
+    s.add_argument("--per-layer", action="store_true", help="one row per conv/linear layer")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(fn=_cmd_summary)
+
+    i = sub.add_parser("import-official", help="import a checkpoint released with the papers into a model directory")
+    i.add_argument("layout", help="official layout (a file stem of spec/official-keys), e.g. bnext_tiny, reactnet_a")
+    i.add_argument("checkpoint", help=".pth/.pth.tar/.pt (read with weights_only=True) or .safetensors")
+    i.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
+    i.add_argument("--lenient", action="store_true", help="warn about extra keys instead of failing")
+    i.set_defaults(fn=_cmd_import_official)
 
     r = sub.add_parser("recipes", help="list the recipes with their headers")
     r.set_defaults(fn=_cmd_recipes)

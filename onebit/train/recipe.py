@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from torch import nn
 
+from onebit.analysis.complexity import complexity
 from onebit.binarize import set_temperature
 from onebit.config import RunConfig, StageConfig, load_json, save_json
 from onebit.data import DataBundle, build_data
@@ -439,19 +440,17 @@ class _Runner:
         return summary
 
 
-def _complexity(model: nn.Module, data: DataBundle) -> dict[str, Any] | None:
-    try:
-        from onebit.analysis.complexity import complexity
-    except ImportError:
-        return None
-    rep = complexity(model, (data.in_chans, data.image_size, data.image_size)).to_dict()
-    total = rep.get("total", rep)
+def _complexity(model: nn.Module, data: DataBundle) -> dict[str, Any]:
+    size = (data.in_chans, data.image_size, data.image_size)
+    rep = complexity(model, size)
     return {
-        "input_size": [data.in_chans, data.image_size, data.image_size],
-        "param_mb": total.get("param_mb", float("nan")),
-        "bops": total.get("bops", float("nan")),
-        "flops": total.get("flops", float("nan")),
-        "ops": total.get("ops", float("nan")),
+        "input_size": list(size),
+        "param_mb": rep.mb,
+        "bops": rep.bops,
+        "flops": rep.flops,
+        "ops": rep.ops,
+        "n_binary": rep.n_binary,
+        "n_real": rep.n_real,
     }
 
 

@@ -1,0 +1,71 @@
+"""Save and load models by name, model directory or run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from onebit.models._registry import MODELS, create_model
+from onebit.report import atomic_write_text
+
+__all__ = ["ModelLoadError", "input_channels", "load_model", "save_model_dir"]
+
+
+class ModelLoadError(ValueError):
+    """A model reference that is neither a registered name, a model directory nor a run directory."""
+
+
+def save_model_dir(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` (how to rebuild it: ``model.onebit_spec``) to ``out_dir``."""
+    from onebit.train.checkpoint import save_weights
+
+    spec = getattr(model, "onebit_spec", None)
+    if spec is None:
+        raise ModelLoadError("the model was not built by a registered entrypoint (no onebit_spec); cannot save it")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors")
+    atomic_write_text(out / "model.json", json.dumps({**spec, **(extra or {})}, indent=2) + "\n")
+    return out
+
+
+def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Build a model from a registered name, a model directory (``model.json`` + ``model.safetensors``) or a run
+    directory (``config.json`` + ``checkpoints/``; the latest checkpoint's weights). Returns ``(model, info)`` where
+    ``info`` may hold ``input_size`` (C, H, W) when the source knows it."""
+    from onebit.config import load_json
+    from onebit.train.checkpoint import find_checkpoint, load_weights
+
+    path = Path(ref)
+    if path.is_dir():
+        if (path / "model.json").exists():
+            spec = json.loads((path / "model.json").read_text())
+            model = MODELS.get(spec["name"])(**spec.get("kwargs", {}))
+            load_weights(model, path / "model.safetensors")
+            return model, {k: v for k, v in spec.items() if k not in ("name", "kwargs")}
+        if (path / "config.json").exists():
+            cfg = load_json(path / "config.json")
+            model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
+            ck = find_checkpoint(path / "checkpoints", "last")
+            if ck is None:
+                raise ModelLoadError(f"{path}: run directory without a checkpoint yet")
+            load_weights(model, ck / "model.safetensors")
+            size = [input_channels(model), cfg.data.image_size, cfg.data.image_size]
+            return model, {"input_size": size, "run_dir": str(path)}
+        raise ModelLoadError(f"{path}: neither a model directory (model.json) nor a run directory (config.json)")
+    try:
+        entry = MODELS.get(str(ref))
+    except KeyError as e:
+        raise ModelLoadError(f"{ref!r} is not a directory, and {e.args[0]}") from None
+    return entry(), {}
+
+
+def input_channels(model: nn.Module) -> int:
+    """Input channels of the model's first convolution (3 when it has none)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return 3
