@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 import sys
 
 from rich.console import Console
@@ -115,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipes", help="list the recipes with their headers")
     r.set_defaults(fn=_cmd_recipes)
+
+    import onebit.commands
+
+    for mod in sorted(pkgutil.iter_modules(onebit.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"onebit.commands.{mod.name}").add_parser(sub)
     return p
 
 
