@@ -61,6 +61,11 @@ class DataConfig:
         val_fraction, split_seed: the fixed stratified train/val split of the digits (20 %, seed 0: 1437/360).
         limit_train, limit_val: keep only the first N samples (0 = all); smoke variants use this.
         num_workers: DataLoader workers for on-disk data sets.
+        channels: replicate single-channel images to this many channels (0 = native; 3 lets ImageNet models
+            such as ``reactnet_a`` run on the bundled digits).
+        val_resize: ImageNet-folder evaluation: resize the shorter side to this, then centre-crop ``image_size``
+            (256 -> 224 in the ReActNet/AdamBNN code; BNext uses 235 with bicubic).
+        interpolation: ``bilinear`` (ReActNet/AdamBNN) or ``bicubic`` (BNext) for the ImageNet-folder resizes.
     """
 
     name: str = "digits"
@@ -74,6 +79,9 @@ class DataConfig:
     limit_train: int = 0
     limit_val: int = 0
     num_workers: int = 0
+    channels: int = 0
+    val_resize: int = 256
+    interpolation: str = "bilinear"
 
 
 @dataclass

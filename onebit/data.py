@@ -126,12 +126,15 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
         xt, yt = xt[: cfg.limit_train], yt[: cfg.limit_train]
     if cfg.limit_val:
         xv, yv = xv[: cfg.limit_val], yv[: cfg.limit_val]
+    chans = cfg.channels or 1
+    if chans != 1:
+        xt, xv = xt.expand(-1, chans, -1, -1).contiguous(), xv.expand(-1, chans, -1, -1).contiguous()
     shift = max(1, cfg.image_size // 8) if cfg.augment else 0
     return DataBundle(
         train=TensorLoader(xt, yt, cfg.batch_size, shuffle=True, shift=shift, seed=seed),
         val=TensorLoader(xv, yv, cfg.eval_batch_size, shuffle=False),
         num_classes=10,
-        in_chans=1,
+        in_chans=chans,
         image_size=cfg.image_size,
         description=f"digits {cfg.image_size}x{cfg.image_size}: {len(yt)} train / {len(yv)} val",
     )
@@ -140,3 +143,10 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Build the train/val loaders named by ``cfg.name``."""
     return DATASETS.get(cfg.name)(cfg, seed)
+
+
+@DATASETS.register("imagenet")
+def _imagenet(cfg: DataConfig, seed: int) -> DataBundle:
+    from onebit.data_folder import build_imagenet
+
+    return build_imagenet(cfg, seed)

@@ -1,0 +1,205 @@
+"""On-disk image data in the ImageNet folder layout: ``<root>/train/<class>/*.JPEG`` and ``<root>/val/<class>/*``.
+
+Decoding uses Pillow in DataLoader workers. Unreadable or corrupt images are skipped (their slot is dropped from the
+batch), counted and listed in one warning per epoch — an epoch never crashes on a bad file. An empty, mis-laid or
+class-mismatched data set is an error naming the path.
+
+Train transform (ReActNet/AdamBNN code): RandomResizedCrop(image_size, scale 0.08-1, ratio 3/4-4/3), horizontal
+flip, ImageNet normalisation. Eval: resize the shorter side to ``val_resize``, centre-crop ``image_size``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from onebit.config import DataConfig
+
+__all__ = ["DataSetError", "FolderLoader", "ImageFolder", "build_imagenet"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
+
+
+class DataSetError(ValueError):
+    """A data set that cannot be used; the message names the path and what was expected."""
+
+
+def _resample(name: str) -> int:
+    try:
+        return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[name]
+    except KeyError:
+        raise DataSetError(f"data.interpolation must be 'bilinear' or 'bicubic', got {name!r}") from None
+
+
+class ImageFolder(Dataset):
+    """One split of an ImageNet-layout folder. Items are ``(image tensor [3,S,S] normalised, label)`` or ``None``
+    for an unreadable file (see :func:`collate_skip`)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        train: bool,
+        image_size: int,
+        val_resize: int,
+        interpolation: str,
+        classes: list[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataSetError(f"{self.root}: no such directory (expected <root>/train and <root>/val folders)")
+        found = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        if not found:
+            raise DataSetError(f"{self.root}: no class folders (expected one sub-folder per class)")
+        if classes is not None and found != classes:
+            extra, missing = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
+            raise DataSetError(
+                f"{self.root}: classes differ from the training split (extra {extra[:5]}, missing {missing[:5]})"
+            )
+        self.classes = found
+        self.samples = [
+            (p, i)
+            for i, c in enumerate(found)
+            for p in sorted((self.root / c).iterdir())
+            if p.suffix.lower() in EXTENSIONS
+        ]
+        if not self.samples:
+            raise DataSetError(f"{self.root}: class folders hold no images ({', '.join(sorted(EXTENSIONS))})")
+        self.train, self.size, self.val_resize = train, image_size, val_resize
+        self.resample = _resample(interpolation)
+        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _random_resized_crop(self, img: Image.Image, rng: random.Random) -> Image.Image:
+        w, h = img.size
+        area = w * h
+        for _ in range(10):  # the usual rejection sampling of an area share and aspect ratio
+            target = area * rng.uniform(0.08, 1.0)
+            ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                x0, y0 = rng.randint(0, w - cw), rng.randint(0, h - ch)
+                return img.resize((self.size, self.size), self.resample, box=(x0, y0, x0 + cw, y0 + ch))
+        side = min(w, h)  # fallback: central square
+        box = ((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)
+        return img.resize((self.size, self.size), self.resample, box=box)
+
+    def _center(self, img: Image.Image) -> Image.Image:
+        w, h = img.size
+        scale = self.val_resize / min(w, h)
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), self.resample)
+        w, h = img.size
+        x0, y0 = (w - self.size) // 2, (h - self.size) // 2
+        return img.crop((x0, y0, x0 + self.size, y0 + self.size))
+
+    def __getitem__(self, i: int):
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            return {"bad": str(path), "error": f"{type(e).__name__}: {e}"}
+        if self.train:
+            rng = random.Random(torch.randint(0, 2**31, ()).item())  # follows torch's per-worker seeding
+            img = self._random_resized_crop(img, rng)
+            if rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            img = self._center(img)
+        x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(self.size, self.size, 3)
+        x = x.permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std, label
+
+
+def collate_skip(items: list) -> dict:
+    good = [it for it in items if isinstance(it, tuple)]
+    bad = [it for it in items if isinstance(it, dict)]
+    x = torch.stack([g[0] for g in good]) if good else torch.empty(0, 3, 1, 1)
+    y = torch.tensor([g[1] for g in good], dtype=torch.int64)
+    return {"x": x, "y": y, "bad": bad}
+
+
+class FolderLoader:
+    """Epoch-seeded loader over an :class:`ImageFolder` with the interface of ``onebit.data.TensorLoader``."""
+
+    def __init__(self, ds: ImageFolder, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> None:
+        self.ds, self.batch_size, self.shuffle, self.num_workers, self.seed = ds, batch_size, shuffle, num_workers, seed
+        self.epoch = 0
+        self.bad: dict[str, str] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.ds) + self.batch_size - 1) // self.batch_size
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.ds)
+
+    def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        order = torch.randperm(len(self.ds), generator=g) if self.shuffle else torch.arange(len(self.ds))
+        order = order[skip * self.batch_size :].tolist()
+        loader = DataLoader(
+            self.ds,
+            batch_size=self.batch_size,
+            sampler=order,
+            num_workers=self.num_workers,
+            collate_fn=collate_skip,
+            pin_memory=torch.cuda.is_available(),
+            generator=g,
+            persistent_workers=False,
+        )
+        bad_before = len(self.bad)
+        for batch in loader:
+            for b in batch["bad"]:
+                self.bad[b["bad"]] = b["error"]
+            if len(batch["y"]):
+                yield batch["x"], batch["y"]
+        if len(self.bad) > bad_before:
+            new = list(self.bad.items())[bad_before:]
+            listing = "; ".join(f"{p} ({e})" for p, e in new[:10])
+            warnings.warn(
+                f"skipped {len(new)} unreadable image(s) in {self.ds.root}: {listing}"
+                + (" ..." if len(new) > 10 else ""),
+                stacklevel=2,
+            )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iterate()
+
+
+def build_imagenet(cfg: DataConfig, seed: int):
+    from onebit.data import DataBundle
+
+    if not cfg.root:
+        raise DataSetError("data.root is required for the imagenet folder layout (data.root=/path/to/imagenet)")
+    root = Path(cfg.root)
+    train = ImageFolder(root / "train", True, cfg.image_size, cfg.val_resize, cfg.interpolation)
+    val = ImageFolder(root / "val", False, cfg.image_size, cfg.val_resize, cfg.interpolation, classes=train.classes)
+    if cfg.limit_train:
+        train.samples = train.samples[:: max(1, len(train.samples) // cfg.limit_train)][: cfg.limit_train]
+    if cfg.limit_val:
+        val.samples = val.samples[: cfg.limit_val]
+    return DataBundle(
+        train=FolderLoader(train, cfg.batch_size, True, cfg.num_workers, seed),
+        val=FolderLoader(val, cfg.eval_batch_size, False, cfg.num_workers, seed),
+        num_classes=len(train.classes),
+        in_chans=3,
+        image_size=cfg.image_size,
+        description=f"{root.name} folder {cfg.image_size}px: {len(train)} train / {len(val)} val, "
+        f"{len(train.classes)} classes",
+    )
