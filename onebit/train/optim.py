@@ -11,8 +11,9 @@ from torch import nn
 from onebit.config import OptimConfig
 from onebit.layers import BinaryMixin
 from onebit.registry import Registry
+from onebit.train.adabound import AdaBound
 
-__all__ = ["OPTIMIZERS", "build_optimizer", "param_groups"]
+__all__ = ["ADABOUND_FINAL_LR", "OPTIMIZERS", "PAPER_DEFAULT_LR", "build_optimizer", "default_lr", "param_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,34 @@ OPTIMIZERS.register(
 OPTIMIZERS.register("rmsprop", lambda groups, cfg: torch.optim.RMSprop(groups, lr=cfg.lr, eps=cfg.eps, momentum=0.0))
 OPTIMIZERS.register("adagrad", lambda groups, cfg: torch.optim.Adagrad(groups, lr=cfg.lr, eps=1e-10))
 OPTIMIZERS.register("adadelta", lambda groups, cfg: torch.optim.Adadelta(groups, lr=cfg.lr, eps=1e-6))
+
+#: AdaBound's final (SGD) learning rate: the reference default, which AdamBNN Table 5 used (0.001 -> 0.1).
+ADABOUND_FINAL_LR = 0.1
+OPTIMIZERS.register(
+    "adabound",
+    lambda groups, cfg: AdaBound(groups, lr=cfg.lr, betas=tuple(cfg.betas), final_lr=ADABOUND_FINAL_LR, eps=cfg.eps),
+)
+
+#: Initial learning rates of AdamBNN's optimizer comparison (§4.3.3, Table 5: PyTorch defaults; AdaBound 1e-3
+#: transiting to ``ADABOUND_FINAL_LR``) and of its SGD runs (§4.1).
+PAPER_DEFAULT_LR: dict[str, float] = {
+    "adam": 1e-3,
+    "rmsprop": 1e-2,
+    "adagrad": 1e-2,
+    "adadelta": 1.0,
+    "amsgrad": 1e-3,
+    "adabound": 1e-3,
+    "sgd": 0.1,
+}
+
+
+def default_lr(name: str) -> float:
+    """The initial learning rate AdamBNN used for optimizer ``name`` (``PAPER_DEFAULT_LR``)."""
+    try:
+        return PAPER_DEFAULT_LR[name]
+    except KeyError:
+        known = ", ".join(sorted(PAPER_DEFAULT_LR))
+        raise KeyError(f"AdamBNN gives no default learning rate for {name!r} (known: {known})") from None
 
 
 def _is_no_decay(name: str, p: nn.Parameter) -> bool:
