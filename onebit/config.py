@@ -175,6 +175,10 @@ class RunConfig:
         log_every: steps between ``metrics.jsonl`` step records.
         checkpoint_every: steps between rolling resume checkpoints inside an epoch (0 = at epoch ends only).
         track_flips: compute the FF ratio every step and C2I per epoch.
+        track_dynamics: record the AdamBNN §3.2 statistics per epoch (activation saturation, CAM/SDAM, update CAM
+            of the first binary layer, zero-gradient share) and latent-weight histograms per stage.
+        keep_epochs: also keep a checkpoint after these epochs of every stage (e.g. 1: the paper's "after one
+            epoch" figures), as ``checkpoints/stage<i>_<name>_epoch<k>``.
         layer_ff_per_step: also write each layer's FF ratio into every step record (per-layer FF is always in the
             epoch and stage records, averaged over their steps).
     """
@@ -187,6 +191,8 @@ class RunConfig:
     checkpoint_every: int = 0
     track_flips: bool = True
     layer_ff_per_step: bool = False
+    track_dynamics: bool = True
+    keep_epochs: list[int] = field(default_factory=lambda: [1])
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])

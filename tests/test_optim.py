@@ -119,3 +119,28 @@ def test_set_lr_and_errors():
         lr_at(ScheduleConfig(name="step"), 1.0, 0, 1, 1)
     with pytest.raises(ValueError, match="per"):
         lr_at(ScheduleConfig(per="iteration"), 1.0, 0, 1, 1)
+
+
+def test_official_linear_matches_torch_lambdalr_stepped_before_each_epoch():
+    # the released ReActNet/AdamBNN scripts: LambdaLR(lambda e: 1 - e / E), scheduler.step() at the start of epochs
+    epochs, steps = 5, 3
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1.0 - e / epochs)
+    cfg = ScheduleConfig(name="linear", per="epoch", official_offset=True)
+    for e in range(epochs):
+        sched.step()
+        for s in range(steps):
+            assert lr_at(cfg, 0.01, e * steps + s, steps, epochs) == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def test_per_step_linear_matches_torch_linearlr():
+    total = 12
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.5)
+    sched = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0, end_factor=0.0, total_iters=total)
+    cfg = ScheduleConfig(name="linear", per="step")
+    for step in range(total + 1):
+        assert lr_at(cfg, 0.5, step, 4, 3) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        opt.step()
+        sched.step()

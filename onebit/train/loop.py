@@ -51,11 +51,13 @@ def train_one_epoch(
     flips: FlipTracker | None = None,
     grad_clip: float | None = None,
     on_step: Callable[[dict[str, Any]], bool] | None = None,
+    dynamics: Any = None,
 ) -> int:
     """Train over ``batches``; returns the stage step after the last batch.
 
     ``on_step`` receives each step's record (loss, acc, lr, ff_ratio); returning ``False`` stops the epoch early
     (a requested interrupt). Raises :class:`NonFiniteLossError` before the optimizer touches a non-finite loss.
+    ``dynamics`` (a ``DynamicsTracker``) sees the gradients and the update of every step.
     """
     model.train()
     step = start_step
@@ -69,9 +71,15 @@ def train_one_epoch(
             raise NonFiniteLossError(f"loss is {loss_value} at stage step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if dynamics is not None:
+            dynamics.after_backward()
         if grad_clip:  # BNext clips the global gradient norm at 5
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if dynamics is not None:
+            dynamics.before_step()
         optimizer.step()
+        if dynamics is not None:
+            dynamics.after_step()
         ff = float(flips.update()) if flips is not None else float("nan")
         correct = int((out["output"].argmax(1) == y).sum())
         n = y.shape[0]

@@ -32,6 +32,7 @@ from onebit.config import RunConfig, StageConfig, load_json, save_json
 from onebit.data import DataBundle, build_data
 from onebit.layers import binary_layers, set_binarization
 from onebit.metrics import FlipTracker, signs_int8
+from onebit.metrics.dynamics import DynamicsTracker
 from onebit.models import create_model
 from onebit.report import MetricsWriter, atomic_write_text, read_metrics, write_summary
 from onebit.train.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
@@ -209,6 +210,7 @@ class _Runner:
         self.flag: _InterruptFlag | None = None
         self.t0 = self.t_stage = time.time()
         self.acc: dict[str, Any] = {"ff": 0.0, "steps": 0, "layers": {}}
+        self.dyn: DynamicsTracker | None = None
 
     # ------------------------------------------------------------------------------------------------ checkpoint
     def _state(self, i, done, epoch, batch, stage_step, opt, meter, tracker) -> dict:
@@ -223,6 +225,7 @@ class _Runner:
             "rng_torch": torch.get_rng_state(),
             "meter": dataclasses.asdict(meter),
             "stage_acc": dict(self.acc),
+            "dynamics": self.dyn.state_dict() if self.dyn is not None else {},
             "flips_stage": tracker.state_dict() if tracker else {},
             "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
             "results": self.results,
@@ -275,6 +278,7 @@ class _Runner:
         set_binarization(model, activations=stage.binarize_activations, weights=stage.binarize_weights)
         opt, groups = build_optimizer(model, stage.optim)
         tracker = FlipTracker.for_model(model) if cfg.track_flips and _binary(model) else None
+        self.dyn = DynamicsTracker(model) if cfg.track_dynamics and _binary(model) else None
         steps_per_epoch = len(data.train)
         meter = EpochMeter()
         # stage accumulators: sum of per-step FF, steps, step-weighted per-layer FF (for the stage averages)
@@ -288,6 +292,8 @@ class _Runner:
             start_epoch, skip, stage_step = state["epoch"], state["batch"], state["stage_step"]
             if tracker is not None:
                 tracker.load_state_dict(state["flips_stage"])
+            if self.dyn is not None and state.get("dynamics"):
+                self.dyn.load_state_dict(state["dynamics"])
             self.t_stage -= state.get("stage_elapsed", 0.0)
         else:
             self.console.print(
@@ -355,6 +361,7 @@ class _Runner:
                     flips=tracker,
                     grad_clip=stage.grad_clip,
                     on_step=on_step,
+                    dynamics=self.dyn,
                 )
             skip = 0
             if self.flag is not None and self.flag.set:
@@ -376,6 +383,8 @@ class _Runner:
                 layers = self.acc["layers"]
                 for k, v in rec["ff_layers"].items():  # step-weighted sums for the stage average
                     layers[k] = layers.get(k, 0.0) + v * rec["epoch_steps"]
+            if self.dyn is not None:
+                rec["dyn"] = self.dyn.epoch_summary()
             self.metrics.write(rec)
             self.console.print(
                 f"  {stage.name} epoch {epoch + 1}/{stage.epochs}: loss {rec['train_loss']:.4f}  "
@@ -383,7 +392,10 @@ class _Runner:
                 f"FF {rec['ff_ratio']:.2e}"
             )
             meter = EpochMeter()
-            self._save("last", self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker))
+            state_now = self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker)
+            if epoch + 1 in cfg.keep_epochs and epoch + 1 < stage.epochs:
+                self._save(f"stage{i + 1}_{stage.name}_epoch{epoch + 1}", state_now)
+            self._save("last", state_now)
         self._finish_stage(i, stage, opt, tracker, stage_step, time.time() - self.t_stage)
 
     def _finish_stage(self, i, stage, opt, tracker, stage_step, elapsed) -> None:
@@ -406,6 +418,9 @@ class _Runner:
             "c2i_run": float("nan"),
             "c2i_changed_run": float("nan"),
         }
+        if self.dyn is not None:
+            res["dyn_stage"] = self.dyn.stage_summary()
+            self.dyn.close()
         if tracker is not None:
             res.update(tracker.c2i())
             run_c2i = tracker.c2i(self.run_ref)

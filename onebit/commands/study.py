@@ -1,0 +1,32 @@
+"""``onebit study NAME``: the AdamBNN findings reproduced on the bundled digits (see ``onebit.studies``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    from onebit.studies import STUDIES, run_study
+
+    if args.name == "list":
+        for s in STUDIES.values():
+            console.print(f"[bold]{s.name}[/]: {s.title}")
+        return 0
+    try:
+        run_study(args.name, seeds=args.seeds, root=args.runs, docs=args.docs, console=console, epochs=args.epochs)
+    except KeyError as e:
+        console.print(f"[red]error:[/] {e.args[0]}")
+        return 2
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="run a small-scale reproduction study (`onebit study list`)")
+    p.add_argument("name", help="study name, or `list`")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    p.add_argument("--epochs", type=int, help="epochs per stage (default: the study's)")
+    p.add_argument("--runs", default="runs/studies", help="where the runs go (finished runs are reused)")
+    p.add_argument("--docs", default="docs/studies", help="where the markdown report and figures go")
+    p.set_defaults(fn=_run)
