@@ -501,7 +501,7 @@ def _ff_c2i_figure(path: Path, records: list[dict[str, Any]], stages: list[_Stag
 
 def _saturation_figure(path: Path, records: list[dict[str, Any]], stages: list[_Stage]) -> Path:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4))
     layer_label = "per layer"
     for s in stages:
         ep = [r for r in s.epochs if _finite((r.get("dyn") or {}).get("saturation_mean")) is not None]
@@ -523,7 +523,7 @@ def _saturation_figure(path: Path, records: list[dict[str, Any]], stages: list[_
     ax.set_xlabel("step")
     ax.set_ylabel("share")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)  # outside: the curves fill the axes
     fig.suptitle(
         "saturation: share of binarizer inputs outside the STE window, per epoch (all binary layers)", fontsize=10
     )
