@@ -39,8 +39,8 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from onebit.binarize import ApproxSign
 from onebit.layers import BinaryConv2d, binary_layers, set_binarization
+from onebit.metrics.dynamics import cam, saturation_bound, saturation_share, sdam
 from onebit.report import atomic_write_text, read_metrics
 
 __all__ = [
@@ -60,33 +60,14 @@ MAX_KERNELS = 64
 
 
 # ------------------------------------------------------------------------------------------------ numeric helpers
-def ste_bound(binarizer: nn.Module) -> float | None:
-    """Half-width of the binarizer's straight-through window: inputs with ``|x| > bound`` get zero gradient.
-
-    ``clip`` of a clipped STE (1.0 AdamBNN, 1.5 BNext), 1.0 for ApproxSign (its gradient 2 - 2|x| vanishes at
-    |x| = 1), ``None`` when there is no window (identity, or an STE with ``clip=None``).
-    """
-    if isinstance(binarizer, ApproxSign):
-        return 1.0
-    clip = getattr(binarizer, "clip", None)
-    return float(clip) if clip is not None else None
+# CAM, SDAM and the STE window are the streaming metrics' own functions, so the figures and metrics.jsonl agree
+channel_cam = cam
+ste_bound = saturation_bound
 
 
 def share_outside(x: Tensor, bound: float | None) -> float:
     """Share of the entries of ``x`` with ``|x| > bound`` (0 when there is no window)."""
-    if bound is None or x.numel() == 0:
-        return 0.0
-    return float((x.abs() > bound).sum().item()) / x.numel()
-
-
-def channel_cam(w: Tensor) -> Tensor:
-    """Channel-wise absolute mean (AdamBNN eq. 3): mean |w| over everything but the output channel, shape [O]."""
-    return w.detach().float().abs().flatten(1).mean(dim=1) if w.dim() > 1 else w.detach().float().abs()
-
-
-def sdam(w: Tensor) -> float:
-    """Standard deviation (population) of the per-output-channel CAMs of ``w`` (AdamBNN §3.2.2)."""
-    return float(channel_cam(w).std(unbiased=False)) if w.shape[0] > 1 else 0.0
+    return 0.0 if bound is None or x.numel() == 0 else saturation_share(x, bound)
 
 
 def find_peaks(y: np.ndarray, min_prominence: float = 0.02) -> np.ndarray:
