@@ -131,6 +131,7 @@ def run_study(
                 {"variant": v.label, "group": v.group, "x": v.x, "seed": seed, "run_dir": str(out), "summary": summary}
             )
     elapsed = time.time() - t0
+    run_minutes = sum(r["summary"].get("time_s", 0.0) or 0.0 for r in results) / 60
     docs.mkdir(parents=True, exist_ok=True)
     fig_dir = docs / name
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,9 @@ def run_study(
         f"**Setup.** `onebit study {name}` — {len(variants)} variants × {seeds} seeds on the bundled digits "
         f"(16×16, 1437 train / 360 val), {ep} epochs per stage, batch 64; base model "
         f"`{variants[0].make().model.name}` {variants[0].make().model.kwargs}. Mean ± std over seeds. "
-        f"Wall time of this run: {elapsed / 60:.1f} min ({len(results)} runs; finished runs are reused).",
+        f"Compute: {len(results)} runs, {run_minutes:.1f} min of training in total (the sum of the runs' wall "
+        f"times on this 2-core machine, shared by two studies at a time; this invocation took {elapsed / 60:.1f} min, "
+        "finished runs being reused).",
         "",
     ]
     path = docs / f"{name}.md"
@@ -351,6 +354,7 @@ def _wd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
             if monotone
             else "It is not monotone in the weight decay on this scale (Table 1 reports a steady rise)."
         )
+        + _wd_extremes(groups)
     )
     return [
         "## Results",
@@ -370,6 +374,17 @@ def _wd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         "C2I here is the sign correlation with the initialisation (1 − 2p); eq. 7 as printed (1 − p/2) is given "
         "for comparison and cannot fall below 0.5 (see `onebit.metrics.flips`).",
     ]
+
+
+def _wd_extremes(groups: dict[str, list[dict[str, Any]]]) -> str:
+    by_wd = {rs[0]["x"]: rs for rs in groups.values()}
+    hi = max(by_wd)
+    ff0, ffh = _stat(by_wd[0.0], "ff_ratio")[0], _stat(by_wd[hi], "ff_ratio")[0]
+    c0, ch = _stat(by_wd[0.0], "c2i_run")[0], _stat(by_wd[hi], "c2i_run")[0]
+    same = ffh > ff0 and ch < c0
+    return f" From wd 0 to {hi:g} the FF ratio goes {ff0:.3e} → {ffh:.3e} and C2I {c0:.4f} → {ch:.4f}" + (
+        ": the direction of Table 1 (more flips, less correlation with the initialisation)." if same else "."
+    )
 
 
 def _order_variants(ep: int) -> list[Variant]:
@@ -565,6 +580,7 @@ def _arch_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list
         "|---|---|---|---|---|",
     ]
     figs = []
+    tops, rises = {}, {}
     for label, rs in groups.items():
         out = fig / _slug(label)
         land = landscape_run(Path(rs[0]["run_dir"]), out_dir=out, points=11, span=1.0, samples=256)
@@ -572,6 +588,7 @@ def _arch_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list
         rise = land["mean_rise"]
         n = rs[0]["summary"].get("complexity", {}) or {}
         params = (n.get("n_binary", 0) or 0) + (n.get("n_real", 0) or 0)
+        tops[label], rises[label] = _stat(rs, "val_top1", scale=100)[0], rise
         rows.append(f"| {label} | {params:,} | {_fmt(_stat(rs, 'val_top1', scale=100))} | {cx:.3f} | {rise:.3f} |")
         figs += [f"### {label}", "", f"![landscape]({study.name}/{_slug(label)}/{Path(land['contour']).name})", ""]
     return [
@@ -584,10 +601,33 @@ def _arch_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list
         "models use progressive weight binarization with T = 0.3^epoch (see `_arch_config`); the ResNet family "
         "binarizes its weights from the first step.",
         "",
+        "## Findings",
+        "",
+        _arch_finding(tops, rises),
+        "",
         "## Landscapes (seed 0)",
         "",
         *figs,
     ]
+
+
+def _arch_finding(tops: dict[str, float], rises: dict[str, float]) -> str:
+    full, none = "bnext (Info-RCP + ELM)", "bnext (neither)"
+    rcp, elm = "bnext (Info-RCP, no ELM)", "bnext (ELM, no Info-RCP)"
+    resnets = [k for k in tops if not k.startswith("bnext")]
+    best_resnet = max(resnets, key=tops.get)
+    smooth = min(rises, key=rises.get)
+    return (
+        f"Info-RCP alone {tops[rcp] - tops[none]:+.2f} points over plain BNext blocks, ELM-Attention alone "
+        f"{tops[elm] - tops[none]:+.2f}, both {tops[full] - tops[none]:+.2f} (BNext Table 4 reports gains for each). "
+        f"Best of the ResNet-18 family: {best_resnet} ({tops[best_resnet]:.2f} %); BNext with both: "
+        f"{tops[full]:.2f} %. Smallest mean loss rise around the solution: {smooth}. At this width and budget the "
+        "ablations differ by about their seed spread, so they neither confirm nor refute the paper's gains."
+        if abs(tops[full] - tops[none]) < 3
+        else f"Info-RCP alone {tops[rcp] - tops[none]:+.2f} points over plain BNext blocks, ELM-Attention alone "
+        f"{tops[elm] - tops[none]:+.2f}, both {tops[full] - tops[none]:+.2f} (BNext Table 4 reports gains for each). "
+        f"Best of the ResNet-18 family: {best_resnet} ({tops[best_resnet]:.2f} %). Smallest mean loss rise: {smooth}."
+    )
 
 
 STUDIES: dict[str, Study] = {
