@@ -121,6 +121,7 @@ def test_set_lr_and_errors():
         lr_at(ScheduleConfig(per="iteration"), 1.0, 0, 1, 1)
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # the official order
 def test_official_linear_matches_torch_lambdalr_stepped_before_each_epoch():
     # the released ReActNet/AdamBNN scripts: LambdaLR(lambda e: 1 - e / E), scheduler.step() at the start of epochs
     epochs, steps = 5, 3
