@@ -11,6 +11,7 @@ the epoch's start, so a run resumed in the middle of an epoch skips exactly the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -38,7 +39,41 @@ class DataBundle:
     description: str
 
 
-class TensorLoader:
+class EpochLoader(ABC):
+    """What every loader shares: batches drawn from ``(seed, epoch)``, so a resumed epoch skips exactly the batches
+    it already trained on. Subclasses set ``batch_size``, ``shuffle``, ``seed`` and implement ``num_samples`` and
+    ``iterate(skip)``."""
+
+    batch_size: int
+    shuffle: bool
+    seed: int
+    epoch: int = 0
+
+    @property
+    @abstractmethod
+    def num_samples(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.num_samples + self.batch_size - 1) // self.batch_size
+
+    def epoch_order(self) -> tuple[Tensor, torch.Generator]:
+        """This epoch's sample order and the generator that drew it (for the epoch's augmentation draws)."""
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        n = self.num_samples
+        return (torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)), g
+
+    @abstractmethod
+    def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield the epoch's batches, leaving out the first ``skip``."""
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.iterate()
+
+
+class TensorLoader(EpochLoader):
     """Batches of an in-memory (images, labels) pair; reshuffled and augmented per epoch from ``(seed, epoch)``.
 
     Args:
@@ -60,12 +95,6 @@ class TensorLoader:
         self.batch_size, self.shuffle, self.shift, self.seed = batch_size, shuffle, shift, seed
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return (len(self.images) + self.batch_size - 1) // self.batch_size
-
     @property
     def num_samples(self) -> int:
         return len(self.images)
@@ -73,8 +102,7 @@ class TensorLoader:
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield the epoch's batches, leaving out the first ``skip`` (a resumed epoch)."""
         n = len(self.images)
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order, g = self.epoch_order()
         if self.shift:
             offsets = torch.randint(0, 2 * self.shift + 1, (n, 2), generator=g)
         for b in range(skip, len(self)):
@@ -83,9 +111,6 @@ class TensorLoader:
             if self.shift:
                 x = _translate(x, offsets[idx], self.shift)
             yield x, self.labels[idx]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self.iterate()
 
 
 def _translate(x: Tensor, offsets: Tensor, shift: int) -> Tensor:

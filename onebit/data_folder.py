@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from onebit.config import DataConfig
+from onebit.data import EpochLoader
 
 __all__ = ["DataSetError", "FolderLoader", "ImageFolder", "build_imagenet"]
 
@@ -131,27 +132,20 @@ def collate_skip(items: list) -> dict:
     return {"x": x, "y": y, "bad": bad}
 
 
-class FolderLoader:
-    """Epoch-seeded loader over an :class:`ImageFolder` with the interface of ``onebit.data.TensorLoader``."""
+class FolderLoader(EpochLoader):
+    """Epoch-seeded loader over an :class:`ImageFolder` (see ``onebit.data.EpochLoader``)."""
 
     def __init__(self, ds: ImageFolder, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> None:
         self.ds, self.batch_size, self.shuffle, self.num_workers, self.seed = ds, batch_size, shuffle, num_workers, seed
         self.epoch = 0
         self.bad: dict[str, str] = {}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return (len(self.ds) + self.batch_size - 1) // self.batch_size
-
     @property
     def num_samples(self) -> int:
         return len(self.ds)
 
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = torch.randperm(len(self.ds), generator=g) if self.shuffle else torch.arange(len(self.ds))
+        order, g = self.epoch_order()
         order = order[skip * self.batch_size :].tolist()
         loader = DataLoader(
             self.ds,
@@ -177,9 +171,6 @@ class FolderLoader:
                 + (" ..." if len(new) > 10 else ""),
                 stacklevel=2,
             )
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self.iterate()
 
 
 def build_imagenet(cfg: DataConfig, seed: int):
