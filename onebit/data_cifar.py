@@ -1,0 +1,213 @@
+"""CIFAR-10 / CIFAR-100 from the python-pickle batches of the official archives.
+
+Layout (``root`` is the extracted folder, or its parent holding it):
+
+* CIFAR-10, ``cifar-10-batches-py/``: ``data_batch_1`` ... ``data_batch_5`` and ``test_batch``, each a pickled dict
+  with ``data`` (uint8 [N, 3072], channel-major: 1024 red, 1024 green, 1024 blue, rows of 32) and ``labels``
+  (list of N ints); ``batches.meta`` with ``label_names``.
+* CIFAR-100, ``cifar-100-python/``: ``train`` and ``test`` with ``data`` and ``fine_labels`` (and ``coarse_labels``);
+  ``meta`` with ``fine_label_names``.
+
+The pickles were written by Python 2, so they are read with ``encoding="latin1"`` (keys become ``str``); ``bytes``
+keys are accepted too. Loaders hand out normalised float tensors (BNext's CIFAR mean/std); the random crop and flip
+run per batch on the training device (:mod:`onebit.augment`, kind ``cifar``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from onebit.data import DataBundle, TensorLoader
+from onebit.data_folder import DataSetError
+
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "build_cifar", "load_cifar", "normalise", "write_cifar_fixture"]
+
+CIFAR_MEAN = (0.507, 0.487, 0.441)
+CIFAR_STD = (0.267, 0.256, 0.276)
+
+# which -> (folder name in the archive, train files, test file, label key, meta file, class-name key)
+_LAYOUT: dict[str, tuple[str, list[str], str, str, str, str]] = {
+    "cifar10": (
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "labels",
+        "batches.meta",
+        "label_names",
+    ),
+    "cifar100": ("cifar-100-python", ["train"], "test", "fine_labels", "meta", "fine_label_names"),
+}
+
+
+def _layout(which: str) -> tuple[str, list[str], str, str, str, str]:
+    try:
+        return _LAYOUT[which]
+    except KeyError:
+        raise DataSetError(f"CIFAR variant must be one of {sorted(_LAYOUT)}, got {which!r}") from None
+
+
+def _folder(root: str | Path, which: str) -> Path:
+    """The folder holding the batch files: ``root`` itself or the archive's folder inside it."""
+    root = Path(root)
+    inner = root / _layout(which)[0]
+    return inner if inner.is_dir() else root
+
+
+def _read_pickle(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """Unpickle one batch file and check it holds ``keys``; errors name the file and the expected keys."""
+    if not path.is_file():
+        raise DataSetError(f"{path}: missing (expected a CIFAR pickle with keys {list(keys)})")
+    try:
+        with path.open("rb") as f:
+            raw = pickle.load(f, encoding="latin1")
+    except Exception as e:  # truncated or foreign files raise many different errors; report them uniformly
+        raise DataSetError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(raw, dict):
+        raise DataSetError(f"{path}: expected a pickled dict with keys {list(keys)}, got {type(raw).__name__}")
+    d = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    missing = [k for k in keys if k not in d]
+    if missing:
+        raise DataSetError(f"{path}: missing key(s) {missing} (expected {list(keys)}, found {sorted(map(str, d))})")
+    return d
+
+
+def _read_split(folder: Path, files: list[str], label_key: str) -> tuple[Tensor, Tensor]:
+    """Concatenate batch files into (uint8 [N, 3, 32, 32], int64 [N])."""
+    xs, ys = [], []
+    for name in files:
+        path = folder / name
+        d = _read_pickle(path, ("data", label_key))
+        data = np.asarray(d["data"])
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataSetError(f"{path}: 'data' must be uint8 [N, 3072], got {data.dtype} {list(data.shape)}")
+        if labels.shape != (len(data),):
+            raise DataSetError(f"{path}: {len(data)} images but {labels.size} entries in '{label_key}'")
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(labels)
+    return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
+
+
+def load_cifar(root: str | Path, which: str = "cifar10") -> tuple[Tensor, Tensor, Tensor, Tensor, list[str]]:
+    """Read a CIFAR data set.
+
+    Args:
+        root: the extracted archive folder (``cifar-10-batches-py`` / ``cifar-100-python``) or its parent.
+        which: ``cifar10`` or ``cifar100`` (fine labels).
+
+    Returns:
+        ``(train_x, train_y, test_x, test_y, classes)``: images uint8 [N, 3, 32, 32], labels int64 [N], class names.
+
+    Raises:
+        DataSetError: a file is missing, unreadable, lacks a key, or has the wrong shape; the message names it.
+    """
+    _, train_files, test_file, label_key, meta_file, names_key = _layout(which)
+    folder = _folder(root, which)
+    if not folder.is_dir():
+        raise DataSetError(f"{folder}: no such directory (expected the extracted {which} python batches)")
+    classes = [str(c) for c in _read_pickle(folder / meta_file, (names_key,))[names_key]]
+    train_x, train_y = _read_split(folder, train_files, label_key)
+    test_x, test_y = _read_split(folder, [test_file], label_key)
+    for name, y in (("train", train_y), ("test", test_y)):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DataSetError(f"{folder}: {name} labels outside 0..{len(classes) - 1} ({len(classes)} classes)")
+    return train_x, train_y, test_x, test_y, classes
+
+
+def normalise(x: Tensor, image_size: int = 32) -> Tensor:
+    """uint8 [N, 3, 32, 32] -> float, resized to ``image_size`` if different, normalised with the CIFAR mean/std."""
+    out = x.float().div_(255.0)
+    if image_size != out.shape[-1]:
+        out = F.interpolate(out, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    return (out - mean) / std
+
+
+def build_cifar(cfg: Any, seed: int = 0) -> DataBundle:
+    """Train/val loaders for CIFAR (the official test set serves as validation, as in the BNext CIFAR code).
+
+    Args:
+        cfg: a :class:`onebit.config.DataConfig`-like object: ``name`` (``cifar10``/``cifar100``), ``root``,
+            ``image_size`` (32 native; another size is resized bilinearly), ``batch_size``, ``eval_batch_size``,
+            ``limit_train``, ``limit_val``.
+        seed: base seed of the training loader's per-epoch order.
+
+    Returns:
+        A :class:`onebit.data.DataBundle` of :class:`onebit.data.TensorLoader` over normalised float tensors, with no
+        loader-side augmentation (``build_train_augment("cifar", ...)`` with ``CIFAR_MEAN``/``CIFAR_STD`` does it).
+    """
+    if not cfg.root:
+        raise DataSetError(f"data.root must name the {cfg.name} folder (python pickle batches)")
+    xt, yt, xv, yv, classes = load_cifar(cfg.root, cfg.name)
+    if cfg.limit_train:
+        xt, yt = xt[: cfg.limit_train], yt[: cfg.limit_train]
+    if cfg.limit_val:
+        xv, yv = xv[: cfg.limit_val], yv[: cfg.limit_val]
+    size = cfg.image_size or 32
+    return DataBundle(
+        train=TensorLoader(normalise(xt, size), yt, cfg.batch_size, shuffle=True, seed=seed),
+        val=TensorLoader(normalise(xv, size), yv, cfg.eval_batch_size, shuffle=False),
+        num_classes=len(classes),
+        in_chans=3,
+        image_size=size,
+        description=f"{cfg.name} {size}x{size}: {len(yt)} train / {len(yv)} val, {len(classes)} classes",
+    )
+
+
+def write_cifar_fixture(
+    root: str | Path, which: str = "cifar10", n_train: int = 20, n_test: int = 10, seed: int = 0
+) -> Path:
+    """Write a tiny CIFAR data set in the real pickle format (tests and smoke recipes).
+
+    Random uint8 images and labels; CIFAR-10's training images are spread over the five ``data_batch_*`` files like
+    the real archive. Class names are ``class_0`` ... (10 or 100 classes).
+
+    Args:
+        root: parent folder; the archive folder (``cifar-10-batches-py`` / ``cifar-100-python``) is created inside.
+        which: ``cifar10`` or ``cifar100``.
+        n_train, n_test: image counts.
+        seed: numpy seed of the pixels and labels.
+
+    Returns:
+        The archive folder written.
+    """
+    folder_name, train_files, test_file, label_key, meta_file, names_key = _layout(which)
+    folder = Path(root) / folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    k = 10 if which == "cifar10" else 100
+
+    def split(n: int, name: str) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            label_key: rng.integers(0, k, n).tolist(),  # the archives store plain lists of ints
+            "filenames": [f"img_{i}.png" for i in range(n)],
+        }
+        if which == "cifar100":
+            d["coarse_labels"] = [c // 5 for c in d[label_key]]
+        return d
+
+    def dump(obj: dict[str, Any], name: str) -> None:
+        with (folder / name).open("wb") as f:
+            pickle.dump(obj, f, protocol=2)  # the archives are Python-2 pickles; protocol 2 is their format
+
+    parts = np.array_split(np.arange(n_train), len(train_files))
+    for name, part in zip(train_files, parts, strict=True):
+        dump(split(len(part), name), name)
+    dump(split(n_test, test_file), test_file)
+    meta: dict[str, Any] = {names_key: [f"class_{i}" for i in range(k)]}
+    if which == "cifar100":
+        meta["coarse_label_names"] = [f"super_{i}" for i in range(20)]
+    else:
+        meta["num_cases_per_batch"] = max(len(p) for p in parts)
+    dump(meta, meta_file)
+    return folder
