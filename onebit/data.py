@@ -175,3 +175,17 @@ def _imagenet(cfg: DataConfig, seed: int) -> DataBundle:
     from onebit.data_folder import build_imagenet
 
     return build_imagenet(cfg, seed)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(cfg: DataConfig, seed: int) -> DataBundle:
+    from onebit.data_cifar import build_cifar
+
+    return build_cifar(cfg, seed)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(cfg: DataConfig, seed: int) -> DataBundle:
+    from onebit.data_cifar import build_cifar
+
+    return build_cifar(cfg, seed)

@@ -100,3 +100,15 @@ def test_build_cifar_normalises(tmp_path):
     cfg.root = None
     with pytest.raises(DataSetError, match="data.root"):
         build_cifar(cfg)
+
+
+def test_cifar_is_a_registered_data_set(tmp_path):
+    from onebit.config import DataConfig
+    from onebit.data import build_data
+    from onebit.data_cifar import write_cifar_fixture
+
+    root = write_cifar_fixture(tmp_path, "cifar10", n_train=20, n_test=10)
+    data = build_data(DataConfig(name="cifar10", root=str(root), image_size=32, batch_size=8, eval_batch_size=10))
+    assert data.num_classes == 10 and data.in_chans == 3 and data.train.num_samples == 20
+    x, y = next(iter(data.val))
+    assert x.shape == (10, 3, 32, 32) and y.dtype == torch.int64
