@@ -66,6 +66,11 @@ class DataConfig:
         val_resize: ImageNet-folder evaluation: resize the shorter side to this, then centre-crop ``image_size``
             (256 -> 224 in the ReActNet/AdamBNN code; BNext uses 235 with bicubic).
         interpolation: ``bilinear`` (ReActNet/AdamBNN) or ``bicubic`` (BNext) for the ImageNet-folder resizes.
+        train_augment: batch augmentation on the training device (``onebit.augment``): ``none``, ``cifar``
+            (pad-4 crop + flip) or ``imagenet`` (random resized crop + flip, for in-memory data; the ImageNet folder
+            loader already crops per image).
+        randaugment, randaugment_m, randaugment_mstd, randaugment_n: RandAugment (BNext: m 7, std 0.5, 2 ops).
+        mixup, cutmix: Beta alphas of MixUp / CutMix (0 = off); labels become soft.
     """
 
     name: str = "digits"
@@ -82,6 +87,13 @@ class DataConfig:
     channels: int = 0
     val_resize: int = 256
     interpolation: str = "bilinear"
+    train_augment: str = "none"
+    randaugment: bool = False
+    randaugment_m: float = 7.0
+    randaugment_mstd: float = 0.5
+    randaugment_n: int = 2
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
 
 @dataclass
@@ -148,6 +160,12 @@ class StageConfig:
         label_smoothing: of the classification loss.
         temperature, temperature_decay: progressive binarization: T = temperature * decay**epoch at each epoch
             start (``None``: leave the model's temperatures alone).
+        teachers: knowledge distillation (``onebit.distill``): the strong teacher first (a registered name, a
+            model or run directory); empty = no distillation.
+        assistants: BNext's assistant group, switched every epochs/n epochs (used with one strong teacher).
+        kd_loss: ``soft_ce`` (official), ``kl``, ``gap_ensemble_official``, ``gap_ensemble_paper``.
+        label_weight: weight of the label cross-entropy added to the KD loss (0 in the official code).
+        teacher_half: run the teachers in half precision (fp16 on CUDA, bf16 on CPU), as the BNext code does.
     """
 
     name: str = "stage"
@@ -161,6 +179,11 @@ class StageConfig:
     label_smoothing: float = 0.0
     temperature: float | None = None
     temperature_decay: float = 1.0
+    teachers: list[str] = field(default_factory=list)
+    assistants: list[str] = field(default_factory=list)
+    kd_loss: str = "soft_ce"
+    label_weight: float = 0.0
+    teacher_half: bool = False
 
 
 @dataclass

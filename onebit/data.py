@@ -37,6 +37,9 @@ class DataBundle:
     in_chans: int
     image_size: int
     description: str
+    #: normalisation the loaders applied (batch augmentation works on un-normalised pixels; teachers may re-normalise)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 class EpochLoader(ABC):
@@ -179,13 +182,17 @@ def _imagenet(cfg: DataConfig, seed: int) -> DataBundle:
 
 @DATASETS.register("cifar10")
 def _cifar10(cfg: DataConfig, seed: int) -> DataBundle:
-    from onebit.data_cifar import build_cifar
-
-    return build_cifar(cfg, seed)
+    return _cifar(cfg, seed)
 
 
 @DATASETS.register("cifar100")
 def _cifar100(cfg: DataConfig, seed: int) -> DataBundle:
-    from onebit.data_cifar import build_cifar
+    return _cifar(cfg, seed)
 
-    return build_cifar(cfg, seed)
+
+def _cifar(cfg: DataConfig, seed: int) -> DataBundle:
+    from onebit.data_cifar import CIFAR_MEAN, CIFAR_STD, build_cifar
+
+    bundle = build_cifar(cfg, seed)
+    bundle.mean, bundle.std = tuple(CIFAR_MEAN), tuple(CIFAR_STD)
+    return bundle

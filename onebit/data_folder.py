@@ -191,6 +191,8 @@ def build_imagenet(cfg: DataConfig, seed: int):
         num_classes=len(train.classes),
         in_chans=3,
         image_size=cfg.image_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         description=f"{root.name} folder {cfg.image_size}px: {len(train)} train / {len(val)} val, "
         f"{len(train.classes)} classes",
     )

@@ -81,7 +81,8 @@ def train_one_epoch(
         if dynamics is not None:
             dynamics.after_step()
         ff = float(flips.update()) if flips is not None else float("nan")
-        correct = int((out["output"].argmax(1) == y).sum())
+        hard = y.argmax(1) if y.dim() == 2 else y  # MixUp/CutMix soft labels: the dominant class
+        correct = int((out["output"].argmax(1) == hard).sum())
         n = y.shape[0]
         meter.loss += loss_value * n
         meter.correct += correct

@@ -301,7 +301,8 @@ class _Runner:
                 f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
                 f"{stage.epochs} epochs x {steps_per_epoch} steps; groups: " + "; ".join(groups)
             )
-        task = ClassificationTask(stage.label_smoothing)
+        task = build_task(stage, data, self.device)
+        augment = build_augment(cfg.data, data)
 
         def lr_for_step(s: int) -> float:
             return set_lr(opt, stage.schedule, s, steps_per_epoch, stage.epochs)
@@ -310,6 +311,8 @@ class _Runner:
             if stage.temperature is not None:
                 set_temperature(model, stage.temperature * stage.temperature_decay**epoch)
             data.train.set_epoch(1000 * i + epoch)  # a distinct, reproducible order per (stage, epoch)
+            if hasattr(task, "set_epoch"):
+                task.set_epoch(epoch)  # BNext's assistant teachers switch by epoch
             batch_in_epoch = skip
             progress = _progress(self.console)
             task_id = progress.add_task(
@@ -352,7 +355,7 @@ class _Runner:
                 stage_step = train_one_epoch(
                     model,
                     task,
-                    data.train.iterate(skip=skip),
+                    _augmented(data.train.iterate(skip=skip), augment, self.device, (cfg.seed, i, epoch), skip),
                     opt,
                     device=self.device,
                     lr_for_step=lr_for_step,
@@ -453,6 +456,57 @@ class _Runner:
         self.console.print(stage_table(summary))
         self.console.print(f"Run directory: [bold]{self.run_dir}[/]")
         return summary
+
+
+def build_task(stage: StageConfig, data: DataBundle, device: torch.device):
+    """Classification, or distillation from the stage's teachers (strong first, then BNext's assistant group)."""
+    if not stage.teachers:
+        return ClassificationTask(stage.label_smoothing)
+    from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
+
+    def teacher(spec: str):
+        return load_teacher(spec, device=device, half=stage.teacher_half)
+
+    strong = [teacher(t) for t in stage.teachers]
+    if stage.assistants:
+        if len(strong) != 1:
+            raise ValueError(f"stage {stage.name!r}: assistants need exactly one strong teacher, got {stage.teachers}")
+        spec = AssistantSchedule(strong[0], [teacher(a) for a in stage.assistants], stage.epochs)
+        return DistillationTask(spec, loss=stage.kd_loss, label_weight=stage.label_weight)
+    return DistillationTask(strong, loss=stage.kd_loss, label_weight=stage.label_weight)
+
+
+def build_augment(cfg, data: DataBundle):
+    """The batch augmentation of ``cfg`` (``None`` when every option is off)."""
+    if cfg.train_augment == "none" and not cfg.randaugment and not cfg.mixup and not cfg.cutmix:
+        return None
+    from onebit.augment import build_train_augment
+
+    return build_train_augment(
+        cfg.train_augment,
+        cfg.image_size,
+        num_classes=data.num_classes,
+        randaugment=cfg.randaugment,
+        randaugment_m=cfg.randaugment_m,
+        randaugment_mstd=cfg.randaugment_mstd,
+        randaugment_n=cfg.randaugment_n,
+        mixup=cfg.mixup,
+        cutmix=cfg.cutmix,
+        mean=data.mean,
+        std=data.std,
+    )
+
+
+def _augmented(batches, augment, device: torch.device, key: tuple[int, int, int], skip: int):
+    """Apply ``augment`` on the device with a generator seeded per (seed, stage, epoch, batch), so a resumed epoch
+    draws exactly the augmentations the uninterrupted one drew for the same batches."""
+    if augment is None:
+        yield from batches
+        return
+    seed, stage, epoch = key
+    for b, (x, y) in enumerate(batches, start=skip):
+        g = torch.Generator().manual_seed(((seed * 1_000_003 + stage) * 100_003 + epoch) * 100_003 + b)
+        yield augment(x.to(device), y.to(device), g)
 
 
 def _complexity(model: nn.Module, data: DataBundle) -> dict[str, Any]:

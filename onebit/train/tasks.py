@@ -16,4 +16,5 @@ class ClassificationTask:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out = model(x)
+        # soft targets (MixUp/CutMix) are class probabilities; F.cross_entropy takes both forms
         return {"loss": F.cross_entropy(out, y, label_smoothing=self.label_smoothing), "output": out}
