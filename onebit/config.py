@@ -71,6 +71,8 @@ class DataConfig:
             loader already crops per image).
         randaugment, randaugment_m, randaugment_mstd, randaugment_n: RandAugment (BNext: m 7, std 0.5, 2 ops).
         mixup, cutmix: Beta alphas of MixUp / CutMix (0 = off); labels become soft.
+        aug_repeats: repeated augmentation (DeiT/timm ``RepeatAugSampler``): each drawn image appears this many times
+            in a row within an epoch of unchanged length (1 = plain shuffle; BNext Table 6).
     """
 
     name: str = "digits"
@@ -94,6 +96,7 @@ class DataConfig:
     randaugment_n: int = 2
     mixup: float = 0.0
     cutmix: float = 0.0
+    aug_repeats: int = 1
 
 
 @dataclass
@@ -166,6 +169,8 @@ class StageConfig:
         kd_loss: ``soft_ce`` (official), ``kl``, ``gap_ensemble_official``, ``gap_ensemble_paper``.
         label_weight: weight of the label cross-entropy added to the KD loss (0 in the official code).
         teacher_half: run the teachers in half precision (fp16 on CUDA, bf16 on CPU), as the BNext code does.
+        teacher_mean, teacher_std: the input normalisation the teachers expect, when it differs from the data's
+            (the batch is re-normalised for them; empty = the student's input as is).
     """
 
     name: str = "stage"
@@ -184,6 +189,8 @@ class StageConfig:
     kd_loss: str = "soft_ce"
     label_weight: float = 0.0
     teacher_half: bool = False
+    teacher_mean: list[float] = field(default_factory=list)
+    teacher_std: list[float] = field(default_factory=list)
 
 
 @dataclass

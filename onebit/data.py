@@ -62,11 +62,20 @@ class EpochLoader(ABC):
     def __len__(self) -> int:
         return (self.num_samples + self.batch_size - 1) // self.batch_size
 
+    #: repeated augmentation: copies of each drawn image per epoch (see ``onebit.augment.repeated_order``)
+    repeats: int = 1
+
     def epoch_order(self) -> tuple[Tensor, torch.Generator]:
         """This epoch's sample order and the generator that drew it (for the epoch's augmentation draws)."""
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
         n = self.num_samples
-        return (torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)), g
+        if not self.shuffle:
+            return torch.arange(n), g
+        if self.repeats > 1:
+            from onebit.augment import repeated_order
+
+            return repeated_order(n, self.repeats, g), g
+        return torch.randperm(n, generator=g), g
 
     @abstractmethod
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
@@ -170,7 +179,11 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
 
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Build the train/val loaders named by ``cfg.name``."""
-    return DATASETS.get(cfg.name)(cfg, seed)
+    if cfg.aug_repeats < 1:
+        raise ValueError(f"data.aug_repeats must be >= 1, got {cfg.aug_repeats}")
+    bundle = DATASETS.get(cfg.name)(cfg, seed)
+    bundle.train.repeats = cfg.aug_repeats
+    return bundle
 
 
 @DATASETS.register("imagenet")

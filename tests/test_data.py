@@ -46,3 +46,19 @@ def test_build_data_limits_and_unknown_name():
         assert "did you mean 'digits'" in str(e)
     else:
         raise AssertionError("unknown data set accepted")
+
+
+def test_repeated_augmentation_order_in_the_loader():
+    d = build_data(DataConfig(limit_train=64, image_size=8, batch_size=16, aug_repeats=2))
+    d.train.set_epoch(1)
+    order, _ = d.train.epoch_order()
+    assert len(order) == 64 and torch.equal(order[0::2], order[1::2])  # each drawn image twice in a row
+    assert len(set(order.tolist())) == 32
+    labels = torch.cat([y for _, y in d.train])
+    assert torch.equal(labels[0::2], labels[1::2])
+    try:
+        build_data(DataConfig(aug_repeats=0))
+    except ValueError as e:
+        assert "aug_repeats" in str(e)
+    else:
+        raise AssertionError("aug_repeats=0 accepted")

@@ -114,3 +114,28 @@ def test_augmented_cifar_run_resumes_bit_identically(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     summary = json.loads((tmp_path / "ref/summary.json").read_text())
     assert "cifar" in summary["data"] or "48 train" in summary["data"]
+
+
+def test_teacher_renormalisation_from_config(teacher_run, tmp_path):
+    from onebit.data import build_data
+    from onebit.train.recipe import build_task
+
+    cfg = apply_overrides(
+        get_recipe("adambnn_digits", smoke=True),
+        [
+            *TINY,
+            "data.name=cifar10",
+            f"stages.0.teachers={teacher_run}",
+            "stages.0.teacher_mean=0.5,0.5,0.5",
+            "stages.0.teacher_std=0.25,0.25,0.25",
+        ],
+    )
+    root = write_cifar_fixture(tmp_path / "c", "cifar10", n_train=8, n_test=8)
+    cfg.data.root = str(root)
+    data = build_data(cfg.data, 0)
+    task = build_task(cfg.stages[0], data, torch.device("cpu"))
+    t = task.teachers[0]
+    x = torch.randn(2, 3, 4, 4)
+    mean, std = torch.tensor(data.mean).view(1, 3, 1, 1), torch.tensor(data.std).view(1, 3, 1, 1)
+    expected = (x * std + mean - 0.5) / 0.25
+    assert torch.allclose(t.normalize(x), expected, atol=1e-6)

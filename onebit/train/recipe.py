@@ -464,8 +464,19 @@ def build_task(stage: StageConfig, data: DataBundle, device: torch.device):
         return ClassificationTask(stage.label_smoothing)
     from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
 
+    renorm = {}
+    if stage.teacher_mean or stage.teacher_std:
+        if data.mean is None or data.std is None:
+            raise ValueError(f"stage {stage.name!r}: teacher_mean/std need a data set with known normalisation")
+        renorm = {
+            "mean": stage.teacher_mean,
+            "std": stage.teacher_std,
+            "student_mean": data.mean,
+            "student_std": data.std,
+        }
+
     def teacher(spec: str):
-        return load_teacher(spec, device=device, half=stage.teacher_half)
+        return load_teacher(spec, device=device, half=stage.teacher_half, **renorm)
 
     strong = [teacher(t) for t in stage.teachers]
     if stage.assistants:
