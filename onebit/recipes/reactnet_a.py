@@ -9,8 +9,8 @@ As the released code (spec §5): Adam betas (0.9, 0.999), lr 1.25e-3, batch 256,
 and 0 in step 2 on every 4-D tensor or "conv" parameter (``wd_mode=official``), LambdaLR linear decay stepped per
 epoch before the first epoch (``official_offset``), RandomResizedCrop 224 bilinear + flip, eval resize 256 + centre
 crop 224. Differences: step 2 inherits every step-1 latent weight here (the released ReActNet step 2 silently drops
-them through a key mismatch; AdamBNN fixed that), and the loss is cross-entropy on the labels until knowledge
-distillation lands (the released code distils from a torchvision ResNet-34 with no label term).
+them through a key mismatch; AdamBNN fixed that). Distillation as released: pass a ResNet-34 teacher with
+``stages.*.teachers=DIR`` (``kd_loss=soft_ce``, no label term); without one the stages use label cross-entropy.
 """
 
 from onebit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
