@@ -1,15 +1,12 @@
 """The training spine end to end: run directory, per-stage checkpoints, resume after SIGKILL and Ctrl-C, NaN stop."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from run_helpers import identical, train_cli, wait_for_step
 from safetensors.torch import load_file
 from torch import nn
 
@@ -29,22 +26,10 @@ def _cfg(*extra):
     return apply_overrides(get_recipe("adambnn_digits", smoke=True), TINY + list(extra))
 
 
-def _cli(*args, **kw):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "onebit", "train", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
-
-
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "run"
-    p = _cli("--smoke", *TINY, "--out", str(out))
+    p = train_cli("--smoke", *TINY, "--out", str(out))
     log, _ = p.communicate(timeout=600)
     assert p.returncode == 0, log
     return out, log
@@ -85,37 +70,21 @@ def _final_weights(run_dir: Path) -> dict:
     return load_file(str(run_dir / "checkpoints/stage2_step2/model.safetensors"))
 
 
-def _wait_for_step(run_dir: Path, step: int, proc, timeout=300):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        recs = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
-        if any(r.get("type") == "step" and r["global_step"] >= step for r in recs):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended before step {step}: {proc.communicate()[0]}")
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for the run")
-
-
-def _identical(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_sigkill_mid_stage_then_resume_is_bit_identical(reference_run, tmp_path):
+def test_sigkill_mid_stage_then_resume_is_bitidentical(reference_run, tmp_path):
     ref_dir, _ = reference_run
     out = tmp_path / "killed"
     steps_per_stage = 3 * 6  # 3 epochs x ceil(192/32)
-    p = _cli("--smoke", *TINY, "checkpoint_every=1", "--out", str(out))
-    _wait_for_step(out, steps_per_stage + 4, p)  # inside stage 2, epoch 1
+    p = train_cli("--smoke", *TINY, "checkpoint_every=1", "--out", str(out))
+    wait_for_step(out, steps_per_stage + 4, p)  # inside stage 2, epoch 1
     p.send_signal(signal.SIGKILL)
     p.wait()
     meta = json.loads((find_checkpoint(out / "checkpoints", "last") / "meta.json").read_text())
     assert meta["stage_index"] == 1 and not meta["stage_done"], meta
-    r = _cli("--resume", str(out))
+    r = train_cli("--resume", str(out))
     log, _ = r.communicate(timeout=600)
     assert r.returncode == 0, log
     assert "Resuming" in log
-    assert _identical(_final_weights(out), _final_weights(ref_dir))
+    assert identical(_final_weights(out), _final_weights(ref_dir))
     steps = [x["global_step"] for x in read_metrics(out / "metrics.jsonl") if x["type"] == "step"]
     assert steps == list(range(1, 2 * steps_per_stage + 1))  # no step lost or repeated in the metrics
 
@@ -123,17 +92,17 @@ def test_sigkill_mid_stage_then_resume_is_bit_identical(reference_run, tmp_path)
 def test_ctrl_c_leaves_resumable_checkpoint(reference_run, tmp_path):
     ref_dir, _ = reference_run
     out = tmp_path / "interrupted"
-    p = _cli("--smoke", *TINY, "--out", str(out))
-    _wait_for_step(out, 5, p)
+    p = train_cli("--smoke", *TINY, "--out", str(out))
+    wait_for_step(out, 5, p)
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=300)
     assert p.returncode == 130, log
     assert "resume with" in log
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
-    r = _cli("--resume", str(out))
+    r = train_cli("--resume", str(out))
     log, _ = r.communicate(timeout=600)
     assert r.returncode == 0, log
-    assert _identical(_final_weights(out), _final_weights(ref_dir))
+    assert identical(_final_weights(out), _final_weights(ref_dir))
 
 
 class _NaNAfter(nn.Module):
@@ -194,7 +163,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
 
 
 def test_cli_reports_unknown_override_key(tmp_path):
-    p = _cli("--smoke", "stages.0.optim.lrr=1", "--out", str(tmp_path / "x"))
+    p = train_cli("--smoke", "stages.0.optim.lrr=1", "--out", str(tmp_path / "x"))
     log, _ = p.communicate(timeout=120)
     assert p.returncode == 2
     assert "stages.0.optim.lrr" in log and "stages.0.optim.lr" in log

@@ -3,15 +3,12 @@ fixture, crop + MixUp), including an interrupted-and-resumed run that ends bit-i
 
 import io
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from rich.console import Console
+from run_helpers import identical, train_cli, wait_for_step
 from safetensors.torch import load_file
 
 from onebit.config import apply_overrides
@@ -79,39 +76,23 @@ AUG = [
 ]
 
 
-def _cli(*args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "onebit", "train", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def test_augmented_cifar_run_resumes_bit_identically(tmp_path):
     root = write_cifar_fixture(tmp_path / "cifar", "cifar10", n_train=48, n_test=16)
     args = ["--smoke", *AUG, f"data.root={root}"]
-    ref = _cli(*args, "--out", str(tmp_path / "ref"))
+    ref = train_cli(*args, "--out", str(tmp_path / "ref"))
     log, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, log
-    p = _cli(*args, "--out", str(tmp_path / "cut"))
-    t0 = time.time()
-    while time.time() - t0 < 300:
-        recs = read_metrics(tmp_path / "cut/metrics.jsonl") if (tmp_path / "cut/metrics.jsonl").exists() else []
-        if any(r.get("type") == "step" and r["global_step"] >= 10 for r in recs):
-            break
-        time.sleep(0.02)
+    p = train_cli(*args, "--out", str(tmp_path / "cut"))
+    wait_for_step(tmp_path / "cut", 10, p)
     p.send_signal(signal.SIGINT)
     log, _ = p.communicate(timeout=300)
     assert p.returncode == 130, log
-    r = _cli("--resume", str(tmp_path / "cut"))
+    r = train_cli("--resume", str(tmp_path / "cut"))
     log, _ = r.communicate(timeout=600)
     assert r.returncode == 0, log
     a = load_file(str(tmp_path / "ref/checkpoints/stage2_step2/model.safetensors"))
     b = load_file(str(tmp_path / "cut/checkpoints/stage2_step2/model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert identical(a, b)
     summary = json.loads((tmp_path / "ref/summary.json").read_text())
     assert "cifar" in summary["data"] or "48 train" in summary["data"]
 
