@@ -89,6 +89,8 @@ class OfficialLayout:
         model_only: fnmatch patterns of our state-dict keys that no official key provides; they keep the values
             ``build`` gave them on import and are not exported. Empty by default: every key of our model must come
             from the checkpoint.
+        options: keyword arguments of ``build`` that :func:`load_official` passes through (e.g. ``se_bits`` of the
+            quantised BNext): settings of the official constructor that change the forward but not the keys.
     """
 
     name: str
@@ -99,6 +101,7 @@ class OfficialLayout:
     description: str = ""
     keys: str | None = None
     model_only: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
 
 
 LAYOUTS: Registry[OfficialLayout] = Registry("official layout")
@@ -303,6 +306,7 @@ def load_official(
     *,
     strict: bool = True,
     model: nn.Module | None = None,
+    **options: Any,
 ) -> nn.Module:
     """Build our model for an official layout and fill it from an official checkpoint.
 
@@ -312,6 +316,8 @@ def load_official(
         strict: if ``False``, keys that the official layout does not contain are ignored with a warning instead of
             raising. Missing and misshapen keys are always errors.
         model: load into this model instead of building a new one with the layout's ``build``.
+        **options: the layout's constructor options (``OfficialLayout.options``), passed to its ``build``, e.g.
+            ``load_official("bnext_tiny_quant", sd, se_bits=4)``. Not allowed together with ``model``.
 
     Returns:
         Our model holding the checkpoint's values, **in eval mode**: a training-mode forward would update the BN
@@ -323,13 +329,20 @@ def load_official(
         KeyError: unknown layout (lists the closest names).
         OfficialCheckpointError: a missing, unexpected (``strict=True``) or misshapen key, naming it, the layout,
             what was expected and the closest keys; or a layout that does not cover our model.
+        TypeError: an option the layout does not take, or options together with ``model``.
     """
     lay = LAYOUTS.get(layout)
+    unknown = sorted(set(options) - set(lay.options))
+    if unknown:
+        takes = f"takes only {', '.join(map(repr, lay.options))}" if lay.options else "takes no options"
+        raise TypeError(f"layout {lay.name!r} {takes}; got {', '.join(map(repr, unknown))}")
+    if options and model is not None:
+        raise TypeError(f"layout {lay.name!r}: options {sorted(options)} configure a built model; not with model=")
     state = read_state_dict(state_dict_or_path)
     spec = _spec_of(lay)
     if spec is not None:
         state = _check_against_spec(state, spec, lay.name, strict)
-    model = model if model is not None else lay.build()
+    model = model if model is not None else lay.build(**options)
     ours = model.state_dict()
     mapped: dict[str, Tensor] = {}
     source_of: dict[str, str] = {}
