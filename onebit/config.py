@@ -56,7 +56,8 @@ class DataConfig:
         name: ``digits`` (bundled, scikit-learn), or another name registered in ``onebit.data.DATASETS``.
         root: folder of an on-disk data set (unused for ``digits``).
         image_size: side length the images are resized to (digits: 8x8 upsampled bilinearly).
-        batch_size, eval_batch_size: loader batch sizes.
+        batch_size, eval_batch_size: loader batch sizes; under ``torchrun`` the *global* batch over all processes
+            (each rank takes ``batch_size / world_size``; ``batch_size`` must be divisible by it).
         augment: random translation (digits: pad 2 then random crop) on the training set.
         val_fraction, split_seed: the fixed stratified train/val split of the digits (20 %, seed 0: 1437/360).
         limit_train, limit_val: keep only the first N samples (0 = all); smoke variants use this.
@@ -211,6 +212,13 @@ class RunConfig:
             epoch" figures), as ``checkpoints/stage<i>_<name>_epoch<k>``.
         layer_ff_per_step: also write each layer's FF ratio into every step record (per-layer FF is always in the
             epoch and stage records, averaged over their steps).
+        sync_bn: under ``torchrun`` with more than one process, normalise with the statistics of the global batch
+            (``nn.SyncBatchNorm`` on CUDA; on CPU, where torch 2.13's ``SyncBatchNorm`` refuses to run,
+            ``onebit.train.distributed.CpuSyncBatchNorm`` over gloo). Off: each rank uses its own share's statistics.
+        amp: ``none`` (float32) or ``bf16``: ``torch.autocast`` to bfloat16 around the student's forward (CPU and
+            CUDA); the loss is taken in float32 and teachers keep their own ``teacher_half`` setting.
+        tensorboard: also mirror every numeric scalar of ``metrics.jsonl`` into ``<run_dir>/tensorboard/``
+            (needs ``pip install "onebit[tensorboard]"``; written by rank 0 only).
     """
 
     recipe: str = "custom"
@@ -223,6 +231,9 @@ class RunConfig:
     layer_ff_per_step: bool = False
     track_dynamics: bool = True
     keep_epochs: list[int] = field(default_factory=lambda: [1])
+    sync_bn: bool = False
+    amp: str = "none"
+    tensorboard: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])

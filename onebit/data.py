@@ -45,12 +45,24 @@ class DataBundle:
 class EpochLoader(ABC):
     """What every loader shares: batches drawn from ``(seed, epoch)``, so a resumed epoch skips exactly the batches
     it already trained on. Subclasses set ``batch_size``, ``shuffle``, ``seed`` and implement ``num_samples`` and
-    ``iterate(skip)``."""
+    ``iterate(skip)``.
+
+    Data parallelism (:meth:`set_world`): ``batch_size`` stays the *global* batch. Every rank draws the same epoch
+    order from ``(seed, epoch)``; torch's ``DistributedSampler`` (``shuffle=False``: the order is already shuffled)
+    then hands rank ``r`` the positions ``r, r + W, r + 2W, ...`` of it, and the rank cuts those into batches of
+    ``batch_size / W``. Global batch ``k`` of the single-process run is thus exactly the union of the ranks' batch
+    ``k``. Training shards are padded by wrapping around to the start of the order (``DistributedSampler``'s rule)
+    so every rank runs the same number of steps; evaluation shards are not padded (each sample counted once).
+    """
 
     batch_size: int
     shuffle: bool
     seed: int
     epoch: int = 0
+    rank: int = 0
+    world_size: int = 1
+    #: pad the last shard so every rank gets the same number of samples (training); off for evaluation
+    even_shards: bool = True
 
     @property
     @abstractmethod
@@ -59,8 +71,54 @@ class EpochLoader(ABC):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_world(self, rank: int, world_size: int, even: bool = True) -> None:
+        """Make this loader yield rank ``rank``'s share of every global batch of ``batch_size`` samples.
+
+        Args:
+            rank, world_size: this process and the number of processes.
+            even: training (every rank the same number of steps: ``batch_size`` must be divisible by
+                ``world_size``); ``False`` for evaluation (unpadded shards, local batch rounded up).
+
+        Raises:
+            ValueError: ``even`` and ``batch_size`` not divisible by ``world_size``, or a rank out of range.
+        """
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        if even and self.batch_size % world_size:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is the global batch and must be divisible by the number of "
+                f"processes ({world_size}); each rank would take batch_size / {world_size}"
+            )
+        self.rank, self.world_size, self.even_shards = rank, world_size, even
+
+    @property
+    def local_batch_size(self) -> int:
+        """This rank's share of a global batch (``batch_size`` in a single process)."""
+        return -(-self.batch_size // self.world_size)
+
+    def shard_positions(self, n: int) -> Tensor:
+        """Positions in an epoch order of length ``n`` that belong to this rank, in order."""
+        if self.world_size == 1:
+            return torch.arange(n)
+        if not self.even_shards:
+            return torch.arange(self.rank, n, self.world_size)
+        from torch.utils.data import DistributedSampler
+
+        sampler = DistributedSampler(
+            range(n), num_replicas=self.world_size, rank=self.rank, shuffle=False, drop_last=False
+        )
+        sampler.set_epoch(self.epoch)  # a no-op without its own shuffle; kept so the sampler is used as documented
+        return torch.tensor(list(sampler), dtype=torch.int64)
+
+    def _shard_size(self) -> int:
+        n, w = self.num_samples, self.world_size
+        if w == 1:
+            return n
+        return -(-n // w) if self.even_shards else len(range(self.rank, n, w))
+
     def __len__(self) -> int:
-        return (self.num_samples + self.batch_size - 1) // self.batch_size
+        b = self.local_batch_size
+        return (self._shard_size() + b - 1) // b
 
     #: repeated augmentation: copies of each drawn image per epoch (see ``onebit.augment.repeated_order``)
     repeats: int = 1
@@ -77,6 +135,13 @@ class EpochLoader(ABC):
             return repeated_order(n, self.repeats, g), g
         return torch.randperm(n, generator=g), g
 
+    def rank_order(self) -> tuple[Tensor, torch.Generator]:
+        """This rank's samples of the epoch, in order (the whole :meth:`epoch_order` in a single process)."""
+        order, g = self.epoch_order()
+        if self.world_size == 1:
+            return order, g
+        return order[self.shard_positions(len(order))], g
+
     @abstractmethod
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield the epoch's batches, leaving out the first ``skip``."""
@@ -90,7 +155,7 @@ class TensorLoader(EpochLoader):
 
     Args:
         images: float tensor [N, C, H, W]; labels: int64 tensor [N].
-        batch_size: batch size; the last partial batch is kept.
+        batch_size: (global) batch size; the last partial batch is kept. See :meth:`EpochLoader.set_world`.
         shuffle: draw a new order every epoch.
         shift: random translation by up to ``shift`` pixels (zero padding then crop), 0 = none.
         seed: base seed; epoch e uses a generator seeded with ``seed * 100003 + e``.
@@ -114,11 +179,12 @@ class TensorLoader(EpochLoader):
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield the epoch's batches, leaving out the first ``skip`` (a resumed epoch)."""
         n = len(self.images)
-        order, g = self.epoch_order()
-        if self.shift:
+        order, g = self.rank_order()
+        if self.shift:  # drawn for every sample on every rank: a sample's shift does not depend on the world size
             offsets = torch.randint(0, 2 * self.shift + 1, (n, 2), generator=g)
+        bs = self.local_batch_size
         for b in range(skip, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            idx = order[b * bs : (b + 1) * bs]
             x = self.images[idx]
             if self.shift:
                 x = _translate(x, offsets[idx], self.shift)

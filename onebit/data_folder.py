@@ -133,7 +133,12 @@ def collate_skip(items: list) -> dict:
 
 
 class FolderLoader(EpochLoader):
-    """Epoch-seeded loader over an :class:`ImageFolder` (see ``onebit.data.EpochLoader``)."""
+    """Epoch-seeded loader over an :class:`ImageFolder` (see ``onebit.data.EpochLoader``).
+
+    Under data parallelism a batch that lost unreadable images is smaller on that rank only; an all-unreadable
+    batch is still skipped, which leaves that rank one step short (the other ranks then wait in DDP's all-reduce),
+    so clean a data set with unreadable files before a multi-process run.
+    """
 
     def __init__(self, ds: ImageFolder, batch_size: int, shuffle: bool, num_workers: int, seed: int) -> None:
         self.ds, self.batch_size, self.shuffle, self.num_workers, self.seed = ds, batch_size, shuffle, num_workers, seed
@@ -145,11 +150,11 @@ class FolderLoader(EpochLoader):
         return len(self.ds)
 
     def iterate(self, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        order, g = self.epoch_order()
-        order = order[skip * self.batch_size :].tolist()
+        order, g = self.rank_order()  # this rank's share of the epoch (DistributedSampler's split), see EpochLoader
+        order = order[skip * self.local_batch_size :].tolist()
         loader = DataLoader(
             self.ds,
-            batch_size=self.batch_size,
+            batch_size=self.local_batch_size,
             sampler=order,
             num_workers=self.num_workers,
             collate_fn=collate_skip,

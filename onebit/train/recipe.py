@@ -7,11 +7,17 @@ Run directory::
     metrics.jsonl     step / epoch / stage records (loss, accuracy, lr, ff_ratio, c2i, per-layer FF)
     checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage)
     summary.json, summary.md, plots/*.png
+    tensorboard/      event files mirroring metrics.jsonl (``tensorboard=true``)
+
+Under ``torchrun`` (see :mod:`onebit.train.distributed`) every process trains the student wrapped in
+DistributedDataParallel on its share of each global batch; the metrics are reduced over all ranks and only rank 0
+writes anything into the run directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import signal
 import threading
@@ -25,18 +31,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from onebit.analysis.complexity import complexity
 from onebit.binarize import set_temperature
-from onebit.config import RunConfig, StageConfig, load_json, save_json
+from onebit.config import ConfigError, RunConfig, StageConfig, load_json, save_json
 from onebit.data import DataBundle, build_data
 from onebit.layers import binary_layers, set_binarization
 from onebit.metrics import FlipTracker, signs_int8
 from onebit.metrics.dynamics import DynamicsTracker
 from onebit.models import create_model
-from onebit.report import MetricsWriter, atomic_write_text, read_metrics, write_summary
+from onebit.report import MetricsWriter, TensorBoardMirror, atomic_write_text, read_metrics, write_summary
+from onebit.train import distributed as dist_utils
 from onebit.train.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
-from onebit.train.loop import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from onebit.train.distributed import World, broadcast_object, convert_sync_batchnorm, init_distributed
+from onebit.train.loop import AMP_MODES, EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from onebit.train.optim import build_optimizer
 from onebit.train.schedules import set_lr
 from onebit.train.tasks import ClassificationTask
@@ -65,12 +74,6 @@ class RunResult:
 
 def build_model(cfg: RunConfig) -> nn.Module:
     return create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class _InterruptFlag:
@@ -102,28 +105,58 @@ def _stage_label(s: StageConfig) -> str:
     return " + ".join(parts) if parts else "none (float)"
 
 
-def _prepare_run_dir(cfg: RunConfig | None, out_dir: str | Path | None, resume: str | Path | None) -> tuple:
-    if resume is not None:
-        run_dir = Path(resume)
-        if not run_dir.is_dir():
-            raise RunDirError(f"cannot resume {run_dir}: no such directory")
-        if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
-            raise RunDirError(f"cannot resume {run_dir}: not a onebit run directory (config.json/run.json missing)")
-        try:
-            info = json.loads((run_dir / "run.json").read_text())
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"cannot resume {run_dir}: run.json is corrupt ({e})") from None
-        if info.get("format") != "onebit-run":
-            raise RunDirError(f"cannot resume {run_dir}: run.json is not a onebit run record")
-        return load_json(run_dir / "config.json"), run_dir, True
-    if cfg is None:
-        raise ValueError("run() needs a config unless it resumes")
+def _read_resume(resume: str | Path) -> RunConfig:
+    """The config of the run directory ``resume`` (read-only, so every rank may call it)."""
+    run_dir = Path(resume)
+    if not run_dir.is_dir():
+        raise RunDirError(f"cannot resume {run_dir}: no such directory")
+    if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
+        raise RunDirError(f"cannot resume {run_dir}: not a onebit run directory (config.json/run.json missing)")
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"cannot resume {run_dir}: run.json is corrupt ({e})") from None
+    if info.get("format") != "onebit-run":
+        raise RunDirError(f"cannot resume {run_dir}: run.json is not a onebit run record")
+    return load_json(run_dir / "config.json")
+
+
+def _new_run_dir(cfg: RunConfig, out_dir: str | Path | None) -> Path:
     run_dir = Path(out_dir) if out_dir else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and (run_dir / "config.json").exists():
         raise RunDirError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(cfg, run_dir / "config.json")
-    return cfg, run_dir, False
+    return run_dir
+
+
+def _shared_run_dir(cfg: RunConfig, out_dir, resume, world: World) -> Path:
+    """Rank 0 creates the run directory (and writes config.json); every rank gets its path, or rank 0's error."""
+    if resume is not None:
+        return Path(resume)
+    result: tuple[str, str] = ("", "")
+    if world.is_main:
+        try:
+            result = ("ok", str(_new_run_dir(cfg, out_dir)))
+        except RunDirError as e:
+            result = ("error", str(e))
+    status, value = broadcast_object(result)
+    if status == "error":
+        raise RunDirError(value)
+    return Path(value)
+
+
+def _check_config(cfg: RunConfig, world: World) -> None:
+    """Settings that must fail before anything is written (all ranks take the same decision)."""
+    if cfg.amp not in AMP_MODES:
+        raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if cfg.data.batch_size % world.world_size:
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the number of "
+            f"processes ({world.world_size})"
+        )
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError('tensorboard=true needs the tensorboard package: pip install "onebit[tensorboard]"')
 
 
 def _status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -138,59 +171,103 @@ def run(
 ) -> RunResult:
     """Train every stage of ``cfg`` into a run directory (or continue the run in ``resume``).
 
+    Launched by ``torchrun`` with more than one process, every rank calls this with the same arguments: the
+    student is wrapped in DistributedDataParallel, each rank trains on its share of every global batch
+    (``data.batch_size`` is the global batch) and only rank 0 writes the run directory and prints.
+
     Raises:
         RunDirError: bad ``out_dir``/``resume``.
+        ConfigError: a setting that cannot work (``amp``, a batch size not divisible by the number of processes,
+            ``tensorboard`` without the package).
         RunInterrupted: Ctrl-C; a resumable checkpoint was written first.
         TrainingDiverged: a NaN/inf loss; the last good checkpoint is kept.
     """
     console = console or Console()
-    cfg, run_dir, resuming = _prepare_run_dir(cfg, out_dir, resume)
+    if resume is not None:
+        cfg = _read_resume(resume)
+    elif cfg is None:
+        raise ValueError("run() needs a config unless it resumes")
+    world, device = init_distributed(cfg.device)
+    try:
+        return _run(cfg, out_dir, resume, console, world, device)
+    finally:
+        dist_utils.teardown()
+
+
+def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device: torch.device) -> RunResult:
+    _check_config(cfg, world)
+    if not world.is_main:
+        console = Console(quiet=True)  # rank 0 speaks for the run
+    run_dir = _shared_run_dir(cfg, out_dir, resume, world)
+    resuming = resume is not None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = build_data(cfg.data, cfg.seed)
+    if world.distributed:
+        data.train.set_world(world.rank, world.world_size, even=True)
+        data.val.set_world(world.rank, world.world_size, even=False)
     model = build_model(cfg).to(device)
+    if cfg.sync_bn and world.distributed:
+        model = convert_sync_batchnorm(model, device)
     run_ref = {k: signs_int8(m.weight) for k, m in _binary(model)}  # C2I reference of the whole run
 
     state: dict[str, Any] | None = None
-    metrics = MetricsWriter(run_dir / "metrics.jsonl")
+    metrics = MetricsWriter(run_dir / "metrics.jsonl", enabled=world.is_main)
     ckpt_dir = run_dir / "checkpoints"
+    purge_step = None
     if resuming:
         last = find_checkpoint(ckpt_dir, "last")
         if last is not None:
             state, _ = load_checkpoint(last, model, map_location=device)
             run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
-            metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
+            if world.is_main:
+                metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
             torch.set_rng_state(state["rng_torch"])
+            purge_step = state["global_step"] + 1
             console.print(
                 f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
                 f"batch {state['batch']} (global step {state['global_step']})"
             )
         else:
-            metrics.truncate_after(-1, keep_stage_records=False)
+            if world.is_main:
+                metrics.truncate_after(-1, keep_stage_records=False)
+            purge_step = 0
             console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
-    _status(run_dir, "running")
-    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref)
+    if cfg.tensorboard and world.is_main:
+        metrics.mirrors.append(TensorBoardMirror(run_dir / "tensorboard", purge_step=purge_step))
+    if world.is_main:
+        _status(run_dir, "running")
+    if world.distributed:
+        console.print(
+            f"Data parallel: {world.world_size} processes ({world.backend}), global batch {cfg.data.batch_size} = "
+            f"{world.world_size} x {data.train.local_batch_size}; SyncBN {'on' if cfg.sync_bn else 'off'}"
+        )
+    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref, world)
     t0 = time.time() - (state or {}).get("elapsed", 0.0)
     runner.t0 = t0
     try:
         with _InterruptFlag(console) as flag:
             runner.flag = flag
             runner.run_stages(state)
-    except NonFiniteLossError as e:
+    except NonFiniteLossError as e:  # every rank sees the same reduced loss, so all of them land here
         last = find_checkpoint(ckpt_dir, "last")
         where = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
-        _status(run_dir, "diverged", message=str(e))
+        if world.is_main:
+            _status(run_dir, "diverged", message=str(e))
         metrics.close()
         raise TrainingDiverged(f"training stopped: {e}; {where}") from None
     except RunInterrupted:
-        _status(run_dir, "interrupted")
+        if world.is_main:
+            _status(run_dir, "interrupted")
         metrics.close()
         raise
     metrics.close()
-    summary = runner.finish(time.time() - t0)
-    _status(run_dir, "completed")
+    summary = None
+    if world.is_main:
+        summary = runner.finish(time.time() - t0)
+        _status(run_dir, "completed")
+    summary = broadcast_object(summary)  # also keeps the other ranks until the run directory is complete
     return RunResult(run_dir, summary, model)
 
 
@@ -201,9 +278,17 @@ def _binary(model: nn.Module):
 class _Runner:
     """State of one run while its stages execute (kept out of ``run`` so each piece stays short)."""
 
-    def __init__(self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref) -> None:
+    def __init__(self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref, world=None) -> None:
         self.cfg, self.run_dir, self.model, self.data, self.device = cfg, run_dir, model, data, device
         self.metrics, self.console, self.run_ref = metrics, console, run_ref
+        self.world: World = world or World()
+        # the student DDP trains; checkpoints, trackers and evaluation use the unwrapped model (keys without
+        # "module."), so single-process and multi-process runs resume each other's checkpoints
+        self.train_model: nn.Module = model
+        if self.world.distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(model, device_ids=ids)
+        self.interrupted = False
         self.ckpt_dir = run_dir / "checkpoints"
         self.results: list[dict[str, Any]] = []
         self.global_step = 0
@@ -225,7 +310,7 @@ class _Runner:
             "rng_torch": torch.get_rng_state(),
             "meter": dataclasses.asdict(meter),
             "stage_acc": dict(self.acc),
-            "dynamics": self.dyn.state_dict() if self.dyn is not None else {},
+            "dynamics": self._dynamics_state(),
             "flips_stage": tracker.state_dict() if tracker else {},
             "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
             "results": self.results,
@@ -234,7 +319,27 @@ class _Runner:
         }
         return st
 
+    def _dynamics_state(self) -> dict:
+        """The dynamics accumulators summed over ranks (a collective): rank 0 saves them, and on resume rank 0 takes
+        them back while the other ranks start from zero, so the epoch summary's all-reduce counts each once."""
+        if self.dyn is None:
+            return {}
+        st = self.dyn.state_dict()
+        if self.world.distributed:
+            st = {k: dist_utils.all_reduce_sum(v.to(self.device)).cpu() for k, v in st.items()}
+        return st
+
+    def _load_dynamics(self, st: dict) -> None:
+        if self.dyn is None or not st:
+            return
+        if not self.world.is_main:
+            st = {k: torch.zeros_like(v) for k, v in st.items()}
+        self.dyn.load_state_dict(st)
+
     def _save(self, tag: str, state: dict) -> None:
+        """Rank 0 writes the checkpoint; every rank calls this (``state`` came from the collective ``_state``)."""
+        if not self.world.is_main:
+            return
         meta = {
             "stage_index": state["stage_index"],
             "epoch": state["epoch"],
@@ -292,8 +397,7 @@ class _Runner:
             start_epoch, skip, stage_step = state["epoch"], state["batch"], state["stage_step"]
             if tracker is not None:
                 tracker.load_state_dict(state["flips_stage"])
-            if self.dyn is not None and state.get("dynamics"):
-                self.dyn.load_state_dict(state["dynamics"])
+            self._load_dynamics(state.get("dynamics") or {})
             self.t_stage -= state.get("stage_elapsed", 0.0)
         else:
             self.console.print(
@@ -310,11 +414,11 @@ class _Runner:
         for epoch in range(start_epoch, stage.epochs):
             if stage.temperature is not None:
                 set_temperature(model, stage.temperature * stage.temperature_decay**epoch)
-            data.train.set_epoch(1000 * i + epoch)  # a distinct, reproducible order per (stage, epoch)
+            data.train.set_epoch(1000 * i + epoch)  # a distinct order per (stage, epoch), the same on every rank
             if hasattr(task, "set_epoch"):
                 task.set_epoch(epoch)  # BNext's assistant teachers switch by epoch
             batch_in_epoch = skip
-            progress = _progress(self.console)
+            progress = _progress(self.console, enabled=self.world.is_main)
             task_id = progress.add_task(
                 f"{stage.name} {epoch + 1}/{stage.epochs}",
                 total=steps_per_epoch,
@@ -326,6 +430,8 @@ class _Runner:
 
             def on_step(rec: dict, _epoch=epoch, _meter=meter, _progress=progress, _task=task_id) -> bool:
                 nonlocal batch_in_epoch
+                stop = rec.pop("interrupted")  # already OR-ed over ranks: every rank stops at this same step
+                self.interrupted = self.interrupted or stop
                 batch_in_epoch += 1
                 self.global_step += 1
                 if rec["ff_ratio"] == rec["ff_ratio"]:
@@ -345,7 +451,6 @@ class _Runner:
                         }
                     )
                 _progress.update(_task, advance=1, loss=rec["loss"], acc=rec["acc"], ff=rec["ff_ratio"])
-                stop = self.flag is not None and self.flag.set
                 if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                     state = self._state(i, False, _epoch, batch_in_epoch, rec["step"], opt, _meter, tracker)
                     self._save("last", state)
@@ -353,9 +458,11 @@ class _Runner:
 
             with progress:
                 stage_step = train_one_epoch(
-                    model,
+                    self.train_model,
                     task,
-                    _augmented(data.train.iterate(skip=skip), augment, self.device, (cfg.seed, i, epoch), skip),
+                    _augmented(
+                        data.train.iterate(skip=skip), augment, self.device, (cfg.seed, i, epoch), skip, self.world.rank
+                    ),
                     opt,
                     device=self.device,
                     lr_for_step=lr_for_step,
@@ -365,10 +472,14 @@ class _Runner:
                     grad_clip=stage.grad_clip,
                     on_step=on_step,
                     dynamics=self.dyn,
+                    amp=cfg.amp,
+                    stop_requested=lambda: self.flag is not None and self.flag.set,
                 )
             skip = 0
-            if self.flag is not None and self.flag.set:
+            if self.interrupted:
                 raise RunInterrupted(f"interrupted; resume with: onebit train --resume {self.run_dir}")
+            if self.world.distributed:  # without SyncBN each rank's BN statistics drifted apart: take rank 0's
+                dist_utils.broadcast_buffers(model)
             val = evaluate(model, data.val, self.device)
             rec = {
                 "type": "epoch",
@@ -508,15 +619,19 @@ def build_augment(cfg, data: DataBundle):
     )
 
 
-def _augmented(batches, augment, device: torch.device, key: tuple[int, int, int], skip: int):
-    """Apply ``augment`` on the device with a generator seeded per (seed, stage, epoch, batch), so a resumed epoch
-    draws exactly the augmentations the uninterrupted one drew for the same batches."""
+def _augmented(batches, augment, device: torch.device, key: tuple[int, int, int], skip: int, rank: int = 0):
+    """Apply ``augment`` on the device with a generator seeded per (seed, stage, epoch, batch, rank), so a resumed
+    epoch draws exactly the augmentations the uninterrupted one drew for the same batches. Each rank draws its own
+    (rank 0 the single-process draws): the ranks' shares of a batch are augmented independently."""
     if augment is None:
         yield from batches
         return
     seed, stage, epoch = key
     for b, (x, y) in enumerate(batches, start=skip):
-        g = torch.Generator().manual_seed(((seed * 1_000_003 + stage) * 100_003 + epoch) * 100_003 + b)
+        s = ((seed * 1_000_003 + stage) * 100_003 + epoch) * 100_003 + b
+        if rank:
+            s = (s * 1_000_003 + rank) % (2**63)
+        g = torch.Generator().manual_seed(s)
         yield augment(x.to(device), y.to(device), g)
 
 
@@ -553,7 +668,7 @@ def stage_table(summary: dict[str, Any]) -> Table:
     return t
 
 
-def _progress(console: Console) -> Progress:
+def _progress(console: Console, enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -562,5 +677,5 @@ def _progress(console: Console) -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
-        disable=not console.is_terminal,
+        disable=not (enabled and console.is_terminal),
     )
