@@ -8,6 +8,7 @@ from rich.console import Console
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
+    from onebit.config import ConfigError
     from onebit.studies import STUDIES, run_study
 
     if args.name == "list":
@@ -15,9 +16,20 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[bold]{s.name}[/]: {s.title}")
         return 0
     try:
-        run_study(args.name, seeds=args.seeds, root=args.runs, docs=args.docs, console=console, epochs=args.epochs)
+        run_study(
+            args.name,
+            seeds=args.seeds,
+            root=args.runs,
+            docs=args.docs,
+            console=console,
+            epochs=args.epochs,
+            overrides=args.override,
+        )
     except KeyError as e:
         console.print(f"[red]error:[/] {e.args[0]}")
+        return 2
+    except ConfigError as e:
+        console.print(f"[red]error:[/] --override: {e}")
         return 2
     return 0
 
@@ -28,5 +40,13 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     p.add_argument("--epochs", type=int, help="epochs per stage (default: the study's)")
     p.add_argument("--runs", default="runs/studies", help="where the runs go (finished runs are reused)")
+    p.add_argument(
+        "--override",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override applied to every run of the study, teachers included (repeatable)",
+    )
     p.add_argument("--docs", default="docs/studies", help="where the markdown report and figures go")
     p.set_defaults(fn=_run)
