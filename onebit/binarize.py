@@ -24,6 +24,15 @@ name                    forward                          backward               
 ======================  ===============================  =============================================  ==========
 
 Only what backward needs is saved: a bool mask for the clipped STEs, the input itself for ApproxSign.
+
+**Reference forms.** Every module also has :meth:`Binarizer.reference`: the same forward value and pseudo-gradient
+computed the way the released code computes them (composed element-wise ops and the "detach trick"
+``value.detach() - surrogate.detach() + surrogate``, float masks and polynomial pieces), so autograd keeps the float
+input and its intermediates. Binary layers use it on their ``"reference"`` training path (the baseline of
+``benchmarks/train_step.py``); the default ``"lean"`` path (``onebit.layers.fused``) keeps only signs and masks.
+The detach trick is exact for activations (|surrogate| <= 1.5 around a sign of the same sign) but not always for
+weights: ReActNet's ``alpha * sign(W) - clip(W) + clip(W)`` and BNext's ``clamp(W / T) - W + W`` at 0 < T < 1 may
+differ from the exact value in the last bit, as in the official code (spec §1.3).
 """
 
 from __future__ import annotations
@@ -44,16 +53,23 @@ __all__ = [
     "SignIdentitySTE",
     "SignSTE",
     "approx_sign",
+    "approx_sign_reference",
     "build_binarizer",
     "channel_abs_mean",
     "clamp_latent_",
     "progressive_sign",
     "get_temperature",
+    "hard_sign_reference",
+    "progressive_sign_reference",
+    "progressive_value",
     "scaled_sign",
+    "scaled_sign_reference",
+    "scaled_sign_value",
     "set_temperature",
     "sign",
     "sign_identity_ste",
     "ste_sign",
+    "ste_sign_reference",
 ]
 
 BINARIZERS: Registry[type[nn.Module]] = Registry("binarizer")
@@ -71,6 +87,20 @@ def channel_abs_mean(w: Tensor) -> Tensor:
     """alpha_o = mean |W[o]| over every dim but the first (AdamBNN eq. 2), shaped to broadcast against ``w``."""
     dims = tuple(range(1, w.dim()))
     return w.abs().mean(dim=dims, keepdim=True) if dims else w.abs()
+
+
+def scaled_sign_value(w: Tensor, zero: float = 0.0) -> Tensor:
+    """The forward value of :func:`scaled_sign` (no autograd): alpha_o * sign(W)."""
+    return channel_abs_mean(w) * sign(w, zero)
+
+
+def progressive_value(w: Tensor, temperature: Tensor, threshold: float, zero: float = 0.0) -> Tensor:
+    """The forward value of :func:`progressive_sign` (no autograd): clamp(W / max(T, 1e-8), -1, 1), sign(W) below
+    the threshold."""
+    # the switch compares the buffer in its own dtype, as the official code does; the clamp runs in w's dtype
+    if bool(temperature.reshape(-1)[0] < threshold):
+        return sign(w, zero)
+    return (w / temperature.to(w.dtype).clamp_min(1e-8)).clamp_(-1.0, 1.0)
 
 
 # ----------------------------------------------------------------------------------------------- autograd Functions
@@ -115,7 +145,7 @@ class ScaledSignFunction(torch.autograd.Function):
         if clip is not None and ctx.needs_input_grad[0]:  # no mask under no_grad (evaluation, exports)
             ctx.save_for_backward(w.abs() <= clip)
         ctx.clip = clip
-        return channel_abs_mean(w) * sign(w, zero)
+        return scaled_sign_value(w, zero)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -130,10 +160,7 @@ class ProgressiveSignFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w: Tensor, temperature: Tensor, threshold: float, zero: float) -> Tensor:
-        # the switch compares the buffer in its own dtype, as the official code does; the clamp runs in w's dtype
-        if bool(temperature.reshape(-1)[0] < threshold):
-            return sign(w, zero)
-        return (w / temperature.to(w.dtype).clamp_min(1e-8)).clamp_(-1.0, 1.0)
+        return progressive_value(w, temperature, threshold, zero)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -168,6 +195,55 @@ def progressive_sign(w: Tensor, temperature: Tensor | float, threshold: float = 
     return ProgressiveSignFunction.apply(w, temperature, threshold, zero)
 
 
+# ---------------------------------------------------------------------------- reference forms (official arithmetic)
+def _detach_trick(value: Tensor, surrogate: Tensor) -> Tensor:
+    """``value`` in the forward, the gradient of ``surrogate`` in the backward, the way the official code writes it."""
+    return value.detach() - surrogate.detach() + surrogate
+
+
+def approx_sign_reference(x: Tensor, zero: float = 0.0) -> Tensor:
+    """:func:`approx_sign` as ReActNet's ``BinaryActivation`` computes it: float masks, the quadratic pieces of the
+    sign approximation, and the detach trick (autograd keeps x, -x, three masks and two complements)."""
+    out_forward = sign(x, zero)
+    # float32 masks as in the official code; multiplied with a float64 x they promote (0/1 are exact either way)
+    m1, m2, m3 = ((x < t).to(torch.float32) for t in (-1, 0, 1))
+    out1 = (-1) * m1 + (x * x + 2 * x) * (1 - m1)
+    out2 = out1 * m2 + (-x * x + 2 * x) * (1 - m2)
+    out3 = out2 * m3 + 1 * (1 - m3)
+    return _detach_trick(out_forward, out3)
+
+
+def ste_sign_reference(x: Tensor, clip: float | None = 1.0, zero: float = 0.0) -> Tensor:
+    """:func:`ste_sign` as sign(x).detach() - clamp(x).detach() + clamp(x) (identity surrogate without a clip)."""
+    return _detach_trick(sign(x, zero), x if clip is None else x.clamp(-clip, clip))
+
+
+def hard_sign_reference(x: Tensor, temperature: Tensor, clip: float | None = 1.5, zero: float = 0.0) -> Tensor:
+    """BNext's ``HardSign`` arithmetic: sign(clamp(x / max(T, 1e-8), -1, 1)) (= sign(x)) with the clip-STE trick."""
+    replace = x if clip is None else x.clamp(-clip, clip)
+    value = sign(x.div(temperature.clamp(min=1e-8)).clamp(-1, 1), zero)
+    return (value - replace).detach() + replace
+
+
+def scaled_sign_reference(w: Tensor, clip: float | None = 1.0, zero: float = 0.0) -> Tensor:
+    """ReActNet's ``HardBinaryConv`` arithmetic: alpha from nested means of |W| (detached), then
+    alpha * sign(W) - clamp(W).detach() + clamp(W)."""
+    alpha = w.abs()
+    for d in reversed(range(1, w.dim())):
+        alpha = alpha.mean(dim=d, keepdim=True)
+    clipped = w if clip is None else w.clamp(-clip, clip)
+    return _detach_trick(alpha.detach() * sign(w, zero), clipped)
+
+
+def progressive_sign_reference(w: Tensor, temperature: Tensor, threshold: float = 1e-7, zero: float = 0.0) -> Tensor:
+    """BNext's ``HardBinaryConv`` arithmetic: the progressive value, then value - W.detach() + W (identity STE)."""
+    if bool(temperature.reshape(-1)[0] < threshold):
+        value = sign(w, zero)
+    else:
+        value = (w / temperature.clamp(min=1e-8)).clamp(-1, 1)
+    return _detach_trick(value, w)
+
+
 @torch.no_grad()
 def clamp_latent_(w: Tensor, bound: float = 1.5) -> Tensor:
     """Clamp latent weights in place to [-bound, bound] (BNext clamps to 1.5 before each training forward)."""
@@ -180,6 +256,11 @@ class Binarizer(nn.Module):
 
     #: False only for the identity; a progressive binarizer counts as binary (it ends as a hard sign).
     is_binary: bool = True
+
+    def reference(self, x: Tensor) -> Tensor:
+        """Same value and pseudo-gradient as ``forward``, computed with the official code's composed ops (the
+        ``"reference"`` training path). Binarizers without an official form fall back to ``forward``."""
+        return self(x)
 
 
 @BINARIZERS.register("identity")
@@ -208,6 +289,9 @@ class SignSTE(Binarizer):
     def forward(self, x: Tensor) -> Tensor:
         return ste_sign(x, self.clip, self.zero)
 
+    def reference(self, x: Tensor) -> Tensor:
+        return ste_sign_reference(x, self.clip, self.zero)
+
     def extra_repr(self) -> str:
         return f"clip={self.clip}, zero={self.zero}"
 
@@ -224,6 +308,9 @@ class HardSign(SignSTE):
         super().__init__(clip, zero)
         self.register_buffer("temperature", torch.ones(1))
 
+    def reference(self, x: Tensor) -> Tensor:
+        return hard_sign_reference(x, self.temperature, self.clip, self.zero)
+
 
 @BINARIZERS.register("approx_sign")
 class ApproxSign(Binarizer):
@@ -237,6 +324,9 @@ class ApproxSign(Binarizer):
     def forward(self, x: Tensor) -> Tensor:
         return approx_sign(x, self.zero)
 
+    def reference(self, x: Tensor) -> Tensor:
+        return approx_sign_reference(x, self.zero)
+
 
 @BINARIZERS.register("sign_identity_ste")
 class SignIdentitySTE(Binarizer):
@@ -248,6 +338,9 @@ class SignIdentitySTE(Binarizer):
 
     def forward(self, w: Tensor) -> Tensor:
         return sign_identity_ste(w, self.zero)
+
+    def reference(self, w: Tensor) -> Tensor:
+        return ste_sign_reference(w, None, self.zero)
 
 
 @BINARIZERS.register("scaled_sign")
@@ -261,6 +354,9 @@ class ScaledSign(Binarizer):
 
     def forward(self, w: Tensor) -> Tensor:
         return scaled_sign(w, self.clip, self.zero)
+
+    def reference(self, w: Tensor) -> Tensor:
+        return scaled_sign_reference(w, self.clip, self.zero)
 
     def extra_repr(self) -> str:
         return f"clip={self.clip}, zero={self.zero}"
@@ -283,6 +379,9 @@ class ProgressiveSign(Binarizer):
 
     def forward(self, w: Tensor) -> Tensor:
         return ProgressiveSignFunction.apply(w, self.temperature, self.threshold, self.zero)
+
+    def reference(self, w: Tensor) -> Tensor:
+        return progressive_sign_reference(w, self.temperature, self.threshold, self.zero)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}, T={float(self.temperature[0]):.3g}"

@@ -3,6 +3,7 @@
 from onebit.layers.activations import LearnableBias, RPReLU
 from onebit.layers.binary import BinaryConv2d, BinaryLinear, BinaryMixin, is_binary_layer
 from onebit.layers.convert import BinarizeConfig, binarize_, binary_layers, set_binarization
+from onebit.layers.fused import TRAINING_PATHS, set_training_path, shift_and_conv
 
 __all__ = [
     "BinarizeConfig",
@@ -11,8 +12,11 @@ __all__ = [
     "BinaryMixin",
     "LearnableBias",
     "RPReLU",
+    "TRAINING_PATHS",
     "binarize_",
     "binary_layers",
     "is_binary_layer",
     "set_binarization",
+    "set_training_path",
+    "shift_and_conv",
 ]

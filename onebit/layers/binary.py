@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import build_binarizer, clamp_latent_
+from onebit.layers.fused import TRAINING_PATHS, lean_binary_conv2d, lean_spec
 
 __all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMixin", "is_binary_layer"]
 
@@ -18,11 +19,18 @@ class BinaryMixin:
     binarizes activations only, step 2 both). With both off the layer *is* its float parent.
     ``latent_clip`` clamps the latent weight in place to [-latent_clip, latent_clip] before a forward
     (``latent_clip_when="train"``: only in training, as BNext-T/S/M/L; ``"always"``: also in eval, as BNext-18).
+
+    ``training_path`` selects how a forward that autograd records is computed: ``"lean"`` (default; the fused
+    Function of :mod:`onebit.layers.fused` for the configurations it expresses, else the binarizer modules: the
+    same values, bit for bit), ``"module"`` (the binarizer modules always) or ``"reference"`` (the official code's composed arithmetic, see
+    :meth:`onebit.binarize.Binarizer.reference`). Set it for a whole model with
+    :func:`onebit.layers.set_training_path`.
     """
 
     input_binarizer: nn.Module
     weight_binarizer: nn.Module
     weight: nn.Parameter
+    training_path: str = "lean"
 
     def _init_binary(
         self,
@@ -45,11 +53,25 @@ class BinaryMixin:
     def binary_input(self, x: Tensor) -> Tensor:
         return self.input_binarizer(x) if self.binarize_input else x
 
-    def binary_weight(self) -> Tensor:
-        """The weight as used by the forward (binarized, scaled) — also used by metrics and exporters."""
+    def _clamp_latent(self) -> None:
         if self.latent_clip is not None and (self.training or self.latent_clip_when == "always"):  # type: ignore[attr-defined]
             clamp_latent_(self.weight, self.latent_clip)
+
+    def binary_weight(self) -> Tensor:
+        """The weight as used by the forward (binarized, scaled) — also used by metrics and exporters."""
+        self._clamp_latent()
         return self.weight_binarizer(self.weight) if self.binarize_weight else self.weight
+
+    def _operands(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(binarized input, binarized weight) on the module path or, for ``"reference"``, the official arithmetic."""
+        if self.training_path not in TRAINING_PATHS:
+            raise ValueError(f"training_path must be one of {TRAINING_PATHS}, got {self.training_path!r}")
+        if self.training_path != "reference":
+            return self.binary_input(x), self.binary_weight()
+        self._clamp_latent()
+        x = self.input_binarizer.reference(x) if self.binarize_input else x
+        w = self.weight_binarizer.reference(self.weight) if self.binarize_weight else self.weight
+        return x, w
 
     def _binary_repr(self) -> str:
         return f"binarize_input={self.binarize_input}, binarize_weight={self.binarize_weight}"
@@ -104,9 +126,18 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
             raise ValueError("pad_value needs explicit integer padding, not 'same'/'valid'")
         self.pad_value = float(pad_value)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.binary_input(x)
-        w = self.binary_weight()
+    def forward(self, x: Tensor, shift: Tensor | None = None) -> Tensor:
+        """conv(B_x(x + shift), B_w(W)) (+ bias). ``shift``: an optional [1, C, 1, 1] learnable shift applied before
+        the input binarizer (``LearnableBias.bias``), fused into the lean Function (see ``fused.shift_and_conv``)."""
+        if self.training_path == "lean" and torch.is_grad_enabled():
+            spec = lean_spec(self)
+            if spec is not None:
+                self._clamp_latent()
+                temperature = getattr(self.weight_binarizer, "temperature", None) if self.binarize_weight else None
+                return lean_binary_conv2d(x, shift, self.weight, self.bias, spec, temperature)
+        if shift is not None:
+            x = x + shift
+        x, w = self._operands(x)
         if self.pad_value != 0.0 and self.binarize_input and any(self.padding):
             ph, pw = self.padding  # type: ignore[misc]
             x = F.pad(x, (pw, pw, ph, ph), value=self.pad_value)
@@ -142,7 +173,9 @@ class BinaryLinear(BinaryMixin, nn.Linear):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.binary_input(x), self.binary_weight(), self.bias)
+        # no fused Function for linear layers: "lean" runs the binarizer modules (their STEs already save bool masks)
+        x, w = self._operands(x)
+        return F.linear(x, w, self.bias)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._binary_repr()}"

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import HardSign, ProgressiveSign
-from onebit.layers import BinaryConv2d, LearnableBias
+from onebit.layers import BinaryConv2d, LearnableBias, shift_and_conv
 from onebit.models._registry import register_model
 from onebit.models.official import OfficialLayout, register_layout
 
@@ -196,7 +196,7 @@ class _Processor(nn.Module):
 
     def branch(self, x: Tensor) -> Tensor:
         """Z = PReLU_b(BN_1(BinConv(HardSign(x + b))))."""
-        return self.activation2(self.norm1(self.binary_conv(self.move(x))))
+        return self.activation2(self.norm1(shift_and_conv(self.binary_conv, self.move, x)))
 
     def recouple(self, ref: Tensor, z: Tensor) -> Tensor:
         """sigmoid(SE(λ ⊙ ref + (1 - λ) ⊙ z)) ⊙ z, clamping λ to [0, 1] first when the official code does."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import ApproxSign, ScaledSign
-from onebit.layers import BinaryConv2d, LearnableBias, set_binarization
+from onebit.layers import BinaryConv2d, LearnableBias, set_binarization, shift_and_conv
 from onebit.models._registry import register_model
 
 __all__ = ["ReActBlock", "ReActNet", "reactnet_a", "reactnet_digits"]
@@ -85,17 +85,22 @@ class ReActBlock(nn.Module):
         self.move23 = LearnableBias(planes)
 
     def forward(self, x: Tensor) -> Tensor:
-        out1 = self.bn1(self.binary_3x3(self.move11(x)))
+        # the shifts move11/move21 run inside the lean binary conv (fused.shift_and_conv); same values either way
+        out1 = self.bn1(shift_and_conv(self.binary_3x3, self.move11, x))
         if self.stride == 2:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
         out1 = x + out1
         out1 = self.move13(self.prelu1(self.move12(out1)))
-        a = self.move21(out1)
         if self.planes == self.inplanes:
-            out2 = self.bn2(self.binary_pw(a)) + out1
+            out2 = self.bn2(shift_and_conv(self.binary_pw, self.move21, out1)) + out1
         else:
+            # one shared shift (official: one move21); fused, each conv adds it itself and both save the same out1
             out2 = torch.cat(
-                [self.bn2_1(self.binary_pw_down1(a)) + out1, self.bn2_2(self.binary_pw_down2(a)) + out1], dim=1
+                [
+                    self.bn2_1(shift_and_conv(self.binary_pw_down1, self.move21, out1)) + out1,
+                    self.bn2_2(shift_and_conv(self.binary_pw_down2, self.move21, out1)) + out1,
+                ],
+                dim=1,
             )
         return self.move23(self.prelu2(self.move22(out2)))
 

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import build_binarizer
-from onebit.layers import BinaryConv2d, LearnableBias, set_binarization
+from onebit.layers import BinaryConv2d, LearnableBias, set_binarization, shift_and_conv
 from onebit.models._registry import register_model
 from onebit.models.official import OfficialLayout, register_layout
 
@@ -209,9 +209,7 @@ class BiRealBlock(nn.Module):
         out = x
         if self.bn0 is not None:
             out = self.bn0(out)
-        if self.move0 is not None:
-            out = self.move0(out)
-        out = self.binary_conv(out)
+        out = shift_and_conv(self.binary_conv, self.move0, out)  # the shift runs inside the lean conv
         if self.bn1 is not None:
             out = self.bn1(out)
         if self.scale is not None:
