@@ -1,5 +1,25 @@
-"""Bit packing and the packed (XNOR/XOR-popcount) inference engine."""
+"""Bit packing and the packed (XNOR/XOR-popcount) inference engine.
 
+* :mod:`onebit.kernels.pack` — the shared 1-bit layout (artefacts and kernels);
+* :mod:`onebit.kernels.ops` — packed ops (sign + pack, packed weights, popcount conv with fused epilogue), compiled
+  kernel and pure-torch reference;
+* :mod:`onebit.kernels.engine` — :func:`pack_` swaps a model's binary convolutions for packed modules;
+* :func:`backend_info` — which kernel runs (ISA, OpenMP) or why the pure-torch path is used.
+"""
+
+from onebit.kernels._native import backend_info, select_isa
+from onebit.kernels.engine import FusedReActBlock, PackedConv2d, PackReport, pack_
 from onebit.kernels.pack import pack_bits, packed_length, to_bits, unpack_bits
 
-__all__ = ["pack_bits", "packed_length", "to_bits", "unpack_bits"]
+__all__ = [
+    "FusedReActBlock",
+    "PackReport",
+    "PackedConv2d",
+    "backend_info",
+    "pack_",
+    "pack_bits",
+    "packed_length",
+    "select_isa",
+    "to_bits",
+    "unpack_bits",
+]

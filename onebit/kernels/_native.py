@@ -1,0 +1,159 @@
+"""Loading the compiled packed-convolution library (``onebit/kernels/_bitconv*.so``) with ctypes.
+
+The library is plain C with a C ABI (``csrc/bitconv.c``), built by ``pip install -e .`` / ``pip install .`` through
+``setup.py`` as an optional extension: a machine without a compiler still installs, and :func:`load` then returns
+``None`` with the reason kept for :func:`backend_info` (the pure-torch reference path runs instead).
+``ONEBIT_KERNELS=torch`` forces the reference path; ``ONEBIT_KERNEL_ISA=portable|popcnt|avx2|avx512`` caps the ISA.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import warnings
+from pathlib import Path
+
+__all__ = ["ISA_NAMES", "ConvArgs", "backend_info", "load", "select_isa"]
+
+ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
+_ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
+
+_p = ctypes.c_void_p
+_i = ctypes.c_int32
+
+
+class ConvArgs(ctypes.Structure):
+    """Mirror of ``ob_conv_args`` in ``csrc/bitconv.c`` (field order and types must match)."""
+
+    _fields_ = [
+        ("x", _p),
+        ("n", _i),
+        ("hp", _i),
+        ("wp", _i),
+        ("k", _i),
+        ("h", _i),
+        ("w", _i),
+        ("wq", _p),
+        ("wlo", _p),
+        ("whi", _p),
+        ("o", _i),
+        ("kh", _i),
+        ("kw", _i),
+        ("c", _i),
+        ("stride", _i),
+        ("pad", _i),
+        ("oh", _i),
+        ("ow", _i),
+        ("corr", _p),
+        ("out_int", _p),
+        ("scale", _p),
+        ("bias", _p),
+        ("res", _p),
+        ("res_c", _i),
+        ("act_in", _p),
+        ("slope", _p),
+        ("act_out", _p),
+        ("out_f", _p),
+        ("thresh", _p),
+        ("out_bits", _p),
+        ("bph", _i),
+        ("bpw", _i),
+        ("bk", _i),
+        ("nthreads", _i),
+    ]
+
+
+_lib: ctypes.CDLL | None = None
+_reason: str | None = None
+_loaded = False
+
+
+def _find() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for pattern in ("_bitconv*.so", "_bitconv*.pyd", "_bitconv*.dylib"):
+        hits = sorted(here.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def _bind(lib: ctypes.CDLL) -> None:
+    lib.ob_cpu_isa.restype = ctypes.c_int
+    lib.ob_select_isa.argtypes = [ctypes.c_int]
+    lib.ob_select_isa.restype = ctypes.c_int
+    lib.ob_isa.restype = ctypes.c_int
+    lib.ob_has_openmp.restype = ctypes.c_int
+    lib.ob_abi_version.restype = ctypes.c_int
+    lib.ob_pack_nhwc.argtypes = [_p, _p, _i, _i, _i, _i, _i, _i, _i, _p, _i]
+    lib.ob_pack_nhwc.restype = None
+    lib.ob_conv.argtypes = [ctypes.POINTER(ConvArgs)]
+    lib.ob_conv.restype = ctypes.c_int
+    lib.ob_ceiling.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]
+    lib.ob_ceiling.restype = ctypes.c_uint64
+
+
+def load() -> ctypes.CDLL | None:
+    """The compiled library, or ``None`` (reason in :func:`backend_info`) when it is absent, fails to load or is
+    switched off with ``ONEBIT_KERNELS=torch``. Warns once when a build was expected but none loads."""
+    global _lib, _reason, _loaded
+    if _loaded:
+        return _lib
+    _loaded = True
+    if os.environ.get("ONEBIT_KERNELS", "").lower() == "torch":
+        _reason = "ONEBIT_KERNELS=torch forces the pure-torch reference path"
+        return None
+    path = _find()
+    if path is None:
+        _reason = (
+            "no compiled kernel (onebit/kernels/_bitconv*.so) found: the package was installed without a working "
+            "C compiler, or not through `pip install -e .`; the pure-torch reference path is used"
+        )
+        warnings.warn(_reason, RuntimeWarning, stacklevel=2)
+        return None
+    try:
+        lib = ctypes.CDLL(str(path))
+        _bind(lib)
+        if lib.ob_abi_version() != 1:
+            raise OSError(f"ABI version {lib.ob_abi_version()} != 1 (stale build: rerun `pip install -e .`)")
+    except (OSError, AttributeError) as e:
+        _reason = f"{path.name} failed to load ({e}); the pure-torch reference path is used"
+        warnings.warn(_reason, RuntimeWarning, stacklevel=2)
+        return None
+    isa = os.environ.get("ONEBIT_KERNEL_ISA", "").lower()
+    if isa:
+        if isa not in _ISA_ENV:
+            raise ValueError(f"ONEBIT_KERNEL_ISA must be one of {sorted(_ISA_ENV)}, got {isa!r}")
+        lib.ob_select_isa(_ISA_ENV[isa])
+    _lib = lib
+    return lib
+
+
+def select_isa(name: str | None) -> str:
+    """Cap the kernel ISA (``None``: the best this CPU supports). Returns the ISA now in use.
+
+    Raises:
+        RuntimeError: when no compiled library is loaded.
+        ValueError: for an unknown ISA name.
+    """
+    lib = load()
+    if lib is None:
+        raise RuntimeError(f"no compiled kernel: {_reason}")
+    if name is not None and name not in _ISA_ENV:
+        raise ValueError(f"unknown ISA {name!r}; one of {sorted(_ISA_ENV)}")
+    return ISA_NAMES[lib.ob_select_isa(-1 if name is None else _ISA_ENV[name])]
+
+
+def backend_info() -> dict:
+    """Which backend the packed engine uses: ``{"backend": "native"|"torch", "isa", "cpu_isa", "openmp", "library",
+    "reason"}`` (``reason`` says why the native kernel is not used, when it is not)."""
+    lib = load()
+    if lib is None:
+        return {"backend": "torch", "isa": None, "cpu_isa": None, "openmp": False, "library": None, "reason": _reason}
+    return {
+        "backend": "native",
+        "isa": ISA_NAMES[lib.ob_isa()],
+        "cpu_isa": ISA_NAMES[lib.ob_cpu_isa()],
+        "openmp": bool(lib.ob_has_openmp()),
+        "library": str(_find()),
+        "reason": None,
+    }

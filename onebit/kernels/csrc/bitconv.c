@@ -1,0 +1,458 @@
+/* Packed XOR-popcount binary convolution kernels with a plain C ABI (loaded with ctypes by onebit/kernels/_native.py).
+ *
+ * Layouts (all row-major, NHWC):
+ *   activations  uint64 [N, Hp, Wp, K]: channels packed along the last axis, bit c%64 of word c/64 = (x_c + t_c >= 0);
+ *                bits of channels >= C are 0; the spatial border (the conv's padding) is all-zero words.
+ *   weights      uint64 [O8, KH, KW*K, 8]: blocks of 8 output channels, word j of a kernel row of each of the 8;
+ *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel reads the same layout split
+ *                into low/high nibbles (wlo = w & 0x0F.., whi = (w >> 4) & 0x0F..), prepared by the caller.
+ * For +-1 vectors of n values dot = n - 2 popcount(x XOR w). A zero border word reads as n values of -1, so a
+ * padded tap contributes -sum(w_tap); the caller passes corr[o][tap] = (1 + pad_value) * sum(w_tap) (pad_value 0
+ * for the official zero padding), which is added for every tap that falls outside the input: exact zero padding.
+ *
+ * Every entry point takes the thread count (torch.get_num_threads() on the Python side) and uses OpenMP when the
+ * build had it. ISA variants are compiled with __attribute__((target)) so one shared object runs on any x86-64 CPU;
+ * the best one the CPU supports is chosen at run time (ob_select_isa), lower ones can be forced for testing.
+ * Floating-point epilogues use separate multiply and add (built with -ffp-contract=off), in the order of the torch
+ * reference, so both give bitwise-equal results.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define OB_X86 1
+#else
+#define OB_X86 0
+#endif
+
+#define OB_ISA_PORTABLE 0
+#define OB_ISA_POPCNT 1
+#define OB_ISA_AVX2 2
+#define OB_ISA_AVX512 3
+
+#define OB_TILE_P 4 /* output pixels per register tile */
+#define OB_TILE_Q 8 /* output channels per register tile (one byte of packed output) */
+
+typedef struct {
+    /* input activations (padded, packed) */
+    const uint64_t *x;
+    int32_t n, hp, wp, k; /* batch, padded height/width, words per pixel */
+    int32_t h, w;         /* unpadded input size */
+    /* weights */
+    const uint64_t *wq;  /* [O8, KH, KW*K, 8] */
+    const uint64_t *wlo; /* nibble-split copies for the AVX2 kernel (may be NULL when unused) */
+    const uint64_t *whi;
+    int32_t o, kh, kw, c, stride, pad;
+    int32_t oh, ow;
+    const int32_t *corr; /* [O, KH*KW] or NULL (no padding correction) */
+    /* epilogue */
+    int32_t *out_int;   /* [N, OH, OW, O] or NULL */
+    const float *scale; /* [O] y = dot * scale + bias */
+    const float *bias;  /* [O] or NULL */
+    const float *res;   /* [N, OH, OW, res_c] or NULL: y += res[p, o % res_c] */
+    int32_t res_c;
+    const float *act_in;    /* [O] or NULL: y += act_in before the PReLU */
+    const float *slope;     /* [O] or NULL: PReLU slope (NULL: no activation) */
+    const float *act_out;   /* [O] or NULL: y += act_out after the PReLU */
+    float *out_f;           /* [N, OH, OW, O] or NULL */
+    const float *thresh;    /* [O] or NULL: next bits = (y + thresh >= 0) */
+    uint8_t *out_bits;      /* [N, OH + 2 bph, OW + 2 bpw, bk] words as bytes, or NULL; zero-initialised */
+    int32_t bph, bpw, bk;   /* padding and words per pixel of the packed output */
+    int32_t nthreads;
+} ob_conv_args;
+
+static int g_isa = -1;
+
+int ob_cpu_isa(void) {
+#if OB_X86 && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq")) return OB_ISA_AVX512;
+    if (__builtin_cpu_supports("avx2")) return OB_ISA_AVX2;
+    if (__builtin_cpu_supports("popcnt")) return OB_ISA_POPCNT;
+#endif
+    return OB_ISA_PORTABLE;
+}
+
+/* Select an ISA (clamped to what the CPU supports); -1 = the best supported. Returns the ISA now in use. */
+int ob_select_isa(int isa) {
+    int best = ob_cpu_isa();
+    g_isa = (isa < 0 || isa > best) ? best : isa;
+    return g_isa;
+}
+
+int ob_isa(void) {
+    if (g_isa < 0) ob_select_isa(-1);
+    return g_isa;
+}
+
+int ob_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int ob_abi_version(void) { return 1; }
+
+/* ------------------------------------------------------------------------------------------------ sign + pack */
+/* bits of (x + t >= 0) for x float [N, H, W, C] (NHWC contiguous) into zero-initialised out [N, H+2ph, W+2pw, K]. */
+void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
+                  int32_t k, uint64_t *out, int32_t nthreads) {
+    const int64_t rows = (int64_t)n * h;
+    const int32_t wp = w + 2 * pw, hp = h + 2 * ph;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t b = r / h, y = r % h;
+        for (int32_t xx = 0; xx < w; xx++) {
+            const float *src = x + ((r * w) + xx) * (int64_t)c;
+            uint64_t *dst = out + (((b * hp) + y + ph) * wp + xx + pw) * (int64_t)k;
+            for (int32_t j = 0; j < k; j++) {
+                uint64_t word = 0;
+                const int32_t c0 = j * 64, c1 = (c0 + 64 < c) ? c0 + 64 : c;
+                if (t) {
+                    for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] + t[ch] >= 0.0f) << (ch - c0);
+                } else {
+                    for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] >= 0.0f) << (ch - c0);
+                }
+                dst[j] = word;
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ epilogue */
+/* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for np pixels starting at (b, y, x0). */
+static inline void ob_epilogue(const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t np, int32_t o0,
+                               int32_t dots[OB_TILE_P][OB_TILE_Q]) {
+    const int32_t nq = (a->o - o0 < OB_TILE_Q) ? a->o - o0 : OB_TILE_Q;
+    const int32_t taps = a->kh * a->kw;
+    for (int32_t p = 0; p < np; p++) {
+        const int32_t xo = x0 + p;
+        const int64_t pix = ((b * a->oh) + y) * a->ow + xo;
+        if (a->corr) {
+            const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
+            if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
+                for (int32_t ky = 0; ky < a->kh; ky++) {
+                    for (int32_t kx = 0; kx < a->kw; kx++) {
+                        const int32_t yy = iy + ky, xx = ix + kx;
+                        if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
+                        for (int32_t q = 0; q < nq; q++) dots[p][q] += a->corr[(int64_t)(o0 + q) * taps + ky * a->kw + kx];
+                    }
+                }
+            }
+        }
+        if (a->out_int)
+            for (int32_t q = 0; q < nq; q++) a->out_int[pix * a->o + o0 + q] = dots[p][q];
+        if (!a->out_f && !a->out_bits) continue;
+        uint32_t byte = 0;
+        for (int32_t q = 0; q < nq; q++) {
+            const int32_t o = o0 + q;
+            float v = (float)dots[p][q] * a->scale[o];
+            if (a->bias) v = v + a->bias[o];
+            if (a->res) v = v + a->res[pix * a->res_c + (o % a->res_c)];
+            if (a->act_in) v = v + a->act_in[o];
+            if (a->slope) v = v > 0.0f ? v : v * a->slope[o];
+            if (a->act_out) v = v + a->act_out[o];
+            if (a->out_f) a->out_f[pix * a->o + o] = v;
+            if (a->thresh) byte |= (uint32_t)(v + a->thresh[o] >= 0.0f) << q;
+            else byte |= (uint32_t)(v >= 0.0f) << q;
+        }
+        if (a->out_bits) {
+            const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph;
+            const int64_t opix = ((b * hpo) + y + a->bph) * wpo + xo + a->bpw;
+            a->out_bits[opix * a->bk * 8 + o0 / 8] = (uint8_t)byte;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ kernels */
+/* Each kernel computes popcount(x XOR w) over the KH kernel rows (KW*K contiguous words each) for np pixels of one
+ * output row and 8 output channels, then hands dot = KH*KW*C - 2 popcount to the epilogue. */
+
+#define OB_TILE_LOOP(KERNEL)                                                                                          \
+    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;                                                         \
+    const int32_t tiles = (a->ow + OB_TILE_P - 1) / OB_TILE_P;                                                     \
+    const int64_t work = (int64_t)a->n * a->oh * tiles;                                                            \
+    _Pragma("omp parallel for schedule(static) num_threads(a->nthreads)") for (int64_t it = 0; it < work; it++) { \
+        const int64_t row = it / tiles;                                                                            \
+        const int32_t x0 = (int32_t)(it % tiles) * OB_TILE_P;                                                     \
+        const int64_t b = row / a->oh;                                                                             \
+        const int32_t y = (int32_t)(row % a->oh);                                                                  \
+        const int32_t np = (a->ow - x0 < OB_TILE_P) ? a->ow - x0 : OB_TILE_P;                                     \
+        for (int32_t ob = 0; ob < o8; ob++) {                                                                      \
+            int32_t dots[OB_TILE_P][OB_TILE_Q];                                                                    \
+            if (np == OB_TILE_P) KERNEL(a, b, y, x0, ob, OB_TILE_P, dots);                                         \
+            else for (int32_t p = 0; p < np; p++) KERNEL(a, b, y, x0 + p, ob, 1, dots + p);                        \
+            ob_epilogue(a, b, y, x0, np, ob * OB_TILE_Q, dots);                                                    \
+        }                                                                                                          \
+    }
+
+static inline const uint64_t *ob_xrow(const ob_conv_args *a, int64_t b, int32_t y, int32_t x, int32_t ky) {
+    return a->x + (((b * a->hp) + (int64_t)y * a->stride + ky) * a->wp + (int64_t)x * a->stride) * a->k;
+}
+
+static inline uint64_t ob_popcount_portable(uint64_t v) {
+    v = v - ((v >> 1) & 0x5555555555555555ULL);
+    v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (v * 0x0101010101010101ULL) >> 56;
+}
+
+#define OB_SCALAR_KERNEL_BODY(POPCNT)                                                                               \
+    const int32_t J = a->kw * a->k;                                                                                 \
+    const int32_t nbits = a->kh * a->kw * a->c;                                                                     \
+    int32_t cnt[OB_TILE_P][OB_TILE_Q] = {{0}};                                                                      \
+    for (int32_t ky = 0; ky < a->kh; ky++) {                                                                        \
+        const uint64_t *wr = a->wq + (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;                                  \
+        const uint64_t *xr[OB_TILE_P];                                                                              \
+        for (int32_t p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);                                       \
+        for (int32_t j = 0; j < J; j++) {                                                                           \
+            for (int32_t p = 0; p < P; p++) {                                                                       \
+                const uint64_t xv = xr[p][j];                                                                       \
+                for (int32_t q = 0; q < OB_TILE_Q; q++) cnt[p][q] += (int32_t)POPCNT(xv ^ wr[j * OB_TILE_Q + q]);   \
+            }                                                                                                       \
+        }                                                                                                           \
+    }                                                                                                               \
+    for (int32_t p = 0; p < P; p++)                                                                                 \
+        for (int32_t q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * cnt[p][q];
+
+static inline void ob_kernel_portable(const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t ob, const int P,
+                                      int32_t dots[][OB_TILE_Q]) {
+    OB_SCALAR_KERNEL_BODY(ob_popcount_portable)
+}
+
+static void ob_conv_portable(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_portable) }
+
+#if OB_X86 && defined(__GNUC__)
+__attribute__((target("popcnt"))) static inline void ob_kernel_popcnt(const ob_conv_args *a, int64_t b, int32_t y,
+                                                                        int32_t x0, int32_t ob, const int P,
+                                                                        int32_t dots[][OB_TILE_Q]) {
+    OB_SCALAR_KERNEL_BODY(__builtin_popcountll)
+}
+
+__attribute__((target("popcnt"))) static void ob_conv_popcnt(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_popcnt) }
+
+/* AVX2: 4 channels (one 64-bit lane each) per 256-bit vector, two vectors per tile. Popcount by the nibble lookup
+ * (vpshufb) into byte counters, emptied into 64-bit lanes with vpsadbw before a byte can overflow (<= 8 per word,
+ * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
+__attribute__((target("avx2,popcnt"))) static inline void ob_kernel_avx2(const ob_conv_args *a, int64_t b, int32_t y,
+                                                                           int32_t x0, int32_t ob, const int P,
+                                                                           int32_t dots[][OB_TILE_Q]) {
+    const int32_t J = a->kw * a->k;
+    const int32_t nbits = a->kh * a->kw * a->c;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i acc[OB_TILE_P][2], tot[OB_TILE_P][2];
+    for (int p = 0; p < P; p++) {
+        acc[p][0] = acc[p][1] = zero;
+        tot[p][0] = tot[p][1] = zero;
+    }
+    int32_t pending = 0;
+    for (int32_t ky = 0; ky < a->kh; ky++) {
+        const int64_t woff = (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
+        const uint64_t *wl = a->wlo + woff, *wh = a->whi + woff;
+        const uint64_t *xr[OB_TILE_P];
+        for (int p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);
+        for (int32_t j = 0; j < J; j++) {
+            const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8));
+            const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4));
+            const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8));
+            const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4));
+            for (int p = 0; p < P; p++) {
+                const __m256i xv = _mm256_set1_epi64x((long long)xr[p][j]);
+                const __m256i xl = _mm256_and_si256(xv, nib);
+                const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
+                acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)));
+                acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)));
+                acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)));
+                acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)));
+            }
+            if (++pending == 31) {
+                for (int p = 0; p < P; p++) {
+                    tot[p][0] = _mm256_add_epi64(tot[p][0], _mm256_sad_epu8(acc[p][0], zero));
+                    tot[p][1] = _mm256_add_epi64(tot[p][1], _mm256_sad_epu8(acc[p][1], zero));
+                    acc[p][0] = acc[p][1] = zero;
+                }
+                pending = 0;
+            }
+        }
+    }
+    for (int p = 0; p < P; p++) {
+        int64_t c8[8];
+        tot[p][0] = _mm256_add_epi64(tot[p][0], _mm256_sad_epu8(acc[p][0], zero));
+        tot[p][1] = _mm256_add_epi64(tot[p][1], _mm256_sad_epu8(acc[p][1], zero));
+        _mm256_storeu_si256((__m256i *)c8, tot[p][0]);
+        _mm256_storeu_si256((__m256i *)(c8 + 4), tot[p][1]);
+        for (int q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * (int32_t)c8[q];
+    }
+}
+
+__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_avx2) }
+
+/* AVX-512 VPOPCNTDQ: the 8 channels of a tile are one 512-bit vector; popcount per 64-bit lane directly. */
+__attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static inline void ob_kernel_avx512(
+    const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t ob, const int P, int32_t dots[][OB_TILE_Q]) {
+    const int32_t J = a->kw * a->k;
+    const int32_t nbits = a->kh * a->kw * a->c;
+    __m512i acc[OB_TILE_P];
+    for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
+    for (int32_t ky = 0; ky < a->kh; ky++) {
+        const uint64_t *wr = a->wq + (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
+        const uint64_t *xr[OB_TILE_P];
+        for (int p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);
+        for (int32_t j = 0; j < J; j++) {
+            const __m512i wv = _mm512_loadu_si512((const void *)(wr + j * 8));
+            for (int p = 0; p < P; p++) {
+                const __m512i xv = _mm512_set1_epi64((long long)xr[p][j]);
+                acc[p] = _mm512_add_epi64(acc[p], _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv)));
+            }
+        }
+    }
+    for (int p = 0; p < P; p++) {
+        int64_t c8[8];
+        _mm512_storeu_si512((void *)c8, acc[p]);
+        for (int q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * (int32_t)c8[q];
+    }
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static void ob_conv_avx512(const ob_conv_args *a) {
+    OB_TILE_LOOP(ob_kernel_avx512)
+}
+#endif
+
+/* Binary convolution with the fused epilogue; returns the ISA used. */
+int ob_conv(const ob_conv_args *a) {
+    const int isa = ob_isa();
+#if OB_X86 && defined(__GNUC__)
+    if (isa == OB_ISA_AVX512) {
+        ob_conv_avx512(a);
+        return isa;
+    }
+    if (isa == OB_ISA_AVX2 && a->wlo && a->whi) {
+        ob_conv_avx2(a);
+        return isa;
+    }
+    if (isa >= OB_ISA_POPCNT) {
+        ob_conv_popcnt(a);
+        return OB_ISA_POPCNT;
+    }
+#endif
+    ob_conv_portable(a);
+    return OB_ISA_PORTABLE;
+}
+
+/* ------------------------------------------------------------------------------------------------ ceiling */
+/* XOR + popcount + add throughput in registers: `iters` rounds over 16 independent 64-bit (or vector) chains,
+ * nothing loaded from memory inside the loop. Returns a checksum so the work cannot be optimised away; the
+ * caller times it and divides the bit count (iters * 16 * lane bits) by the time. */
+static uint64_t ob_ceiling_portable(int64_t iters, uint64_t seed, int32_t *bits_per_round) {
+    uint64_t x[8], acc[8] = {0};
+    for (int i = 0; i < 8; i++) x[i] = seed * (i + 3) + 0x9E3779B97F4A7C15ULL;
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < 8; i++) {
+            acc[i] += ob_popcount_portable(x[i] ^ (uint64_t)it);
+        }
+    *bits_per_round = 8 * 64;
+    uint64_t s = 0;
+    for (int i = 0; i < 8; i++) s += acc[i];
+    return s;
+}
+
+#if OB_X86 && defined(__GNUC__)
+__attribute__((target("popcnt"))) static uint64_t ob_ceiling_popcnt(int64_t iters, uint64_t seed, int32_t *bpr) {
+    uint64_t x[8], acc[8] = {0};
+    for (int i = 0; i < 8; i++) x[i] = seed * (i + 3) + 0x9E3779B97F4A7C15ULL;
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < 8; i++) acc[i] += (uint64_t)__builtin_popcountll(x[i] ^ (uint64_t)it);
+    *bpr = 8 * 64;
+    uint64_t s = 0;
+    for (int i = 0; i < 8; i++) s += acc[i];
+    return s;
+}
+
+__attribute__((target("avx2,popcnt"))) static uint64_t ob_ceiling_avx2(int64_t iters, uint64_t seed, int32_t *bpr) {
+    /* the same instruction mix as ob_kernel_avx2: split input nibbles, XOR with split weights, 2 lookups, 2 adds */
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+    const __m256i nib = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
+    __m256i wl = _mm256_set1_epi64x((long long)(seed & 0x0F0F0F0F0F0F0F0FULL));
+    __m256i wh = _mm256_set1_epi64x((long long)((seed >> 4) & 0x0F0F0F0F0F0F0F0FULL));
+    __m256i acc[8], tot = zero;
+    for (int i = 0; i < 8; i++) acc[i] = zero;
+    __m256i xv = _mm256_set1_epi64x((long long)seed);
+    const __m256i step = _mm256_set1_epi64x(1);
+    for (int64_t it = 0; it < iters; it += 31) {
+        for (int r = 0; r < 31; r++) {
+            xv = _mm256_add_epi64(xv, step);
+            const __m256i xl = _mm256_and_si256(xv, nib);
+            const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
+            for (int i = 0; i < 8; i++) {
+                const __m256i wli = _mm256_add_epi64(wl, _mm256_set1_epi64x(i)), whi = _mm256_add_epi64(wh, _mm256_set1_epi64x(i));
+                acc[i] = _mm256_add_epi8(acc[i], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wli)));
+                acc[i] = _mm256_add_epi8(acc[i], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, whi)));
+            }
+        }
+        for (int i = 0; i < 8; i++) {
+            tot = _mm256_add_epi64(tot, _mm256_sad_epu8(acc[i], zero));
+            acc[i] = zero;
+        }
+    }
+    *bpr = 8 * 256;
+    int64_t t[4];
+    _mm256_storeu_si256((__m256i *)t, tot);
+    return (uint64_t)(t[0] + t[1] + t[2] + t[3]);
+}
+
+__attribute__((target("avx512f,avx512vpopcntdq"))) static uint64_t ob_ceiling_avx512(int64_t iters, uint64_t seed,
+                                                                                     int32_t *bpr) {
+    __m512i acc[8], w[8];
+    for (int i = 0; i < 8; i++) {
+        acc[i] = _mm512_setzero_si512();
+        w[i] = _mm512_set1_epi64((long long)(seed * (i + 3)));
+    }
+    __m512i xv = _mm512_set1_epi64((long long)seed);
+    const __m512i step = _mm512_set1_epi64(1);
+    for (int64_t it = 0; it < iters; it++) {
+        xv = _mm512_add_epi64(xv, step);
+        for (int i = 0; i < 8; i++) acc[i] = _mm512_add_epi64(acc[i], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w[i])));
+    }
+    *bpr = 8 * 512;
+    __m512i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm512_add_epi64(s, acc[i]);
+    int64_t t[8];
+    _mm512_storeu_si512((void *)t, s);
+    uint64_t r = 0;
+    for (int i = 0; i < 8; i++) r += (uint64_t)t[i];
+    return r;
+}
+#endif
+
+/* Run the in-register XOR+popcount+add loop of the selected ISA; *bits receives the binary MACs performed. */
+uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits) {
+    int32_t bpr = 0;
+    uint64_t s;
+    const int isa = ob_isa();
+#if OB_X86 && defined(__GNUC__)
+    if (isa == OB_ISA_AVX512) {
+        s = ob_ceiling_avx512(iters, seed, &bpr);
+    } else if (isa == OB_ISA_AVX2) {
+        iters = (iters + 30) / 31 * 31;
+        s = ob_ceiling_avx2(iters, seed, &bpr);
+    } else if (isa == OB_ISA_POPCNT) {
+        s = ob_ceiling_popcnt(iters, seed, &bpr);
+    } else
+#endif
+    {
+        s = ob_ceiling_portable(iters, seed, &bpr);
+    }
+    (void)isa;
+    *bits = (double)iters * (double)bpr;
+    return s;
+}

@@ -1,0 +1,396 @@
+"""``pack_(model)``: swap binary convolutions for packed XOR-popcount inference modules, fusing known blocks.
+
+* Every :class:`~onebit.layers.BinaryConv2d` whose forward is sign(input) ⊛ (α_o · sign(W)) — any sign-type input
+  binarizer (``approx_sign``, ``ste_sign``, ``bnext_sign``), any weight binarizer whose eval output is ±α per output
+  channel (``scaled_sign``, ``sign_identity_ste``, ``progressive_sign`` once its temperature is below the
+  threshold) — becomes a :class:`PackedConv2d`. Layers that are not binary in eval (a progressive binarizer still
+  soft, real weights of a step-1 model, groups/dilation) stay in float; the report
+  says which and why.
+* Fusions (weights binarized once, per-channel affine folded into the popcount epilogue):
+  ReActNet-A blocks → :class:`FusedReActBlock` (shift, sign+pack, 3x3 conv, BN, residual, RPReLU, the next sign+pack,
+  1x1 conv(s), BN, residual, RPReLU and the sign+pack of the *next block's* input, in two kernel calls);
+  BNext processors → shift, BN₁ and PReLU_b folded into the packed conv; Bi-Real style ResNet blocks → the shift
+  ``move0`` and ``bn1`` folded into the packed conv. Everything else runs in float, unchanged.
+
+Packed modules are inference-only: ``pack_`` refuses a model in training mode, and their forward refuses an input
+that requires grad. sign(0): the packed world maps an exact 0 to +1; the float models give 0 (no effect unless an
+activation is exactly 0 after its shift).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from onebit.binarize import ApproxSign, Identity, SignSTE
+from onebit.kernels import _native
+from onebit.kernels.ops import ConvEpilogue, PackedWeight, binary_conv, pack_activations, pack_weight, resolve_backend
+from onebit.layers.activations import LearnableBias
+from onebit.layers.binary import BinaryConv2d
+
+__all__ = ["FusedReActBlock", "PackReport", "PackedConv2d", "binary_weight_signs", "pack_"]
+
+
+@dataclass
+class PackReport:
+    """What :func:`pack_` did: ``packed`` (module name -> description), ``float_layers`` (name -> reason it stays in
+    float), ``fused`` (block name -> pattern) and ``backend`` (:func:`onebit.kernels.backend_info`)."""
+
+    packed: dict[str, str] = field(default_factory=dict)
+    float_layers: dict[str, str] = field(default_factory=dict)
+    fused: dict[str, str] = field(default_factory=dict)
+    backend: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "packed": self.packed,
+            "float_layers": self.float_layers,
+            "fused": self.fused,
+            "backend": self.backend,
+        }
+
+
+def _not_packable(conv: BinaryConv2d) -> str | None:
+    """Why ``conv`` cannot run packed (``None`` when it can)."""
+    if not (conv.binarize_input and conv.binarize_weight):
+        return "input or weight not binarized (binarize_input/binarize_weight off)"
+    if not isinstance(conv.input_binarizer, (SignSTE, ApproxSign)) or isinstance(conv.input_binarizer, Identity):
+        return f"input binarizer {type(conv.input_binarizer).__name__} is not a sign"
+    if conv.groups != 1 or conv.dilation != (1, 1):
+        return "groups/dilation are not supported by the packed kernel"
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return "padding must be explicit zero padding"
+    if conv.stride[0] != conv.stride[1] or conv.padding[0] != conv.padding[1]:  # type: ignore[index]
+        return "non-square stride/padding"
+    return None
+
+
+@torch.no_grad()
+def binary_weight_signs(conv: BinaryConv2d) -> tuple[Tensor, Tensor, int] | str:
+    """``(signs, alpha, zeros)`` with the eval forward's weight == alpha[o] · signs[o] (signs ±1), or why not.
+
+    The weight binarizer runs once, exactly as the eval forward runs it (including latent clamping where the
+    layer clamps in eval). A latent weight of exactly 0 binarizes to 0 in the float models (``torch.sign``); the
+    packed engine reads it as +1 (the rule of :mod:`onebit.kernels.pack`) and ``zeros`` counts such weights.
+    """
+    wb = conv.binary_weight().detach().float()
+    mag = wb.abs()
+    alpha = mag.amax(dim=(1, 2, 3))
+    a4 = alpha.view(-1, 1, 1, 1)
+    off = (mag != 0) & ((mag - a4).abs() > 1e-6 * a4)
+    bad = off.flatten(1).any(1)
+    if bool(bad.any()):
+        return (
+            f"weight binarizer output is not ±α per output channel for {int(bad.sum())} of {len(alpha)} channels "
+            "(e.g. a progressive binarizer above its temperature threshold)"
+        )
+    zeros = int(((mag == 0) & (a4 > 0)).sum())
+    return torch.where(wb >= 0, 1.0, -1.0), alpha, zeros
+
+
+def _bn_affine(bn: nn.BatchNorm2d | None, c: int) -> tuple[Tensor, Tensor]:
+    """(g, h) with bn(y) = g·y + h per channel in eval (float64)."""
+    if bn is None:
+        return torch.ones(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f"{bn}: BatchNorm without running statistics cannot be folded")
+    inv = torch.rsqrt(bn.running_var.double() + bn.eps)
+    g = inv * (bn.weight.double() if bn.weight is not None else 1.0)
+    h = (bn.bias.double() if bn.bias is not None else 0.0) - bn.running_mean.double() * g
+    return g, h
+
+
+def _vec(p: Tensor | None) -> Tensor | None:
+    return None if p is None else p.detach().reshape(-1).float().clone()
+
+
+def _check_inference(x: Tensor) -> None:
+    if torch.is_grad_enabled() and x.requires_grad:
+        raise RuntimeError("packed modules are inference-only: run them under torch.no_grad()/inference_mode()")
+
+
+class PackedConv2d(nn.Module):
+    """A binary conv running on packed bits, optionally absorbing an input shift and the per-channel work after it.
+
+    ``y = act_out + PReLU(act_in + BN(α ⊙ (sign(x + shift) ⊛ sign(W)) + b))`` where every part but the conv is
+    optional. Output float32 ``[N, O, OH, OW]`` in channels_last memory.
+    """
+
+    def __init__(
+        self,
+        conv: BinaryConv2d,
+        *,
+        shift: LearnableBias | None = None,
+        bn: nn.BatchNorm2d | None = None,
+        gain: Tensor | None = None,
+        prelu: nn.PReLU | None = None,
+        act_in: Tensor | None = None,
+        act_out: Tensor | None = None,
+        backend: str | None = None,
+    ) -> None:
+        super().__init__()
+        why = _not_packable(conv)
+        signs = why or binary_weight_signs(conv)
+        if isinstance(signs, str):
+            raise ValueError(f"cannot pack {conv}: {signs}")
+        ws, alpha, zeros = signs
+        self.backend = backend
+        self.pw: PackedWeight = pack_weight(ws, conv.stride[0], conv.padding[0], conv.pad_value)  # type: ignore[index]
+        o = conv.out_channels
+        g, h = _bn_affine(bn, o)
+        if gain is not None:
+            g, h = g * gain.detach().reshape(-1).double(), h * gain.detach().reshape(-1).double()
+        b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(o, dtype=torch.float64)
+        self.epilogue = ConvEpilogue(
+            scale=(alpha.double() * g).float(),
+            bias=(b * g + h).float() if (bn is not None or conv.bias is not None) else None,
+            act_in=act_in,
+            slope=None if prelu is None else _vec(prelu.weight),
+            act_out=act_out,
+        ).checked(o)
+        self.shift = None if shift is None else _vec(shift.bias)
+        self.desc = (
+            f"{conv.in_channels}->{o} k{self.pw.kernel_size[0]} s{self.pw.stride}"
+            + (" +shift" if shift is not None else "")
+            + (" +bn" if bn is not None else "")
+            + (" +gain" if gain is not None else "")
+            + (" +prelu" if prelu is not None else "")
+            + (f" ({zeros} zero weights read as +1)" if zeros else "")
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_inference(x)
+        xp = pack_activations(x.float(), self.shift, self.pw.padding, backend=self.backend)
+        y, _, _ = binary_conv(xp, self.pw, tuple(x.shape[2:]), self.epilogue, backend=self.backend)  # type: ignore[arg-type]
+        return y  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return f"{self.desc}, backend={resolve_backend(self.backend)}"
+
+
+class FusedReActBlock(nn.Module):
+    """A ReActNet-A block (:class:`onebit.models.reactnet.ReActBlock`) in two packed-conv calls.
+
+    Call 1: 3x3 conv on sign(x + b11), epilogue BN1 + residual (x, 2x2-pooled at stride 2) + RPReLU(b12, PReLU1, b13)
+    → float O1 and the bits of sign(O1 + b21). Call 2: the 1x1 conv (both halves as one conv of 2C outputs when the
+    width doubles), epilogue BN2 + O1 + RPReLU(b22, PReLU2, b23) → float output, and, when the next module is a fused
+    block too, the bits of its input sign(out + b11_next), handed over so it skips its own sign+pack.
+    """
+
+    def __init__(self, block: nn.Module, backend: str | None = None) -> None:
+        super().__init__()
+        self.backend = backend
+        self.inplanes, self.planes, self.stride = block.inplanes, block.planes, block.stride
+        for name in ("binary_3x3", "binary_pw", "binary_pw_down1", "binary_pw_down2"):
+            conv = getattr(block, name, None)
+            if conv is not None:
+                why = _not_packable(conv)
+                signs = why or binary_weight_signs(conv)
+                if isinstance(signs, str):
+                    raise ValueError(f"{name}: {signs}")
+        c = self.inplanes
+        self.shift_in = _vec(block.move11.bias)
+        self.conv1 = PackedConv2d(
+            block.binary_3x3,
+            bn=block.bn1,
+            prelu=block.prelu1,
+            act_in=block.move12.bias.detach().reshape(-1),
+            act_out=block.move13.bias.detach().reshape(-1),
+        )
+        self.conv1.epilogue.thresh = _vec(block.move21.bias)
+        if self.planes == c:
+            pw = PackedConv2d(block.binary_pw, bn=block.bn2, prelu=block.prelu2)
+            ep = pw.epilogue
+        else:
+            d1 = PackedConv2d(block.binary_pw_down1, bn=block.bn2_1)
+            d2 = PackedConv2d(block.binary_pw_down2, bn=block.bn2_2)
+            pw = d1
+            pw.pw = _concat_weights(d1.pw, d2.pw)
+            ep = ConvEpilogue(
+                scale=torch.cat([d1.epilogue.scale, d2.epilogue.scale]),
+                bias=torch.cat([d1.epilogue.bias, d2.epilogue.bias]),  # type: ignore[list-item]
+                slope=block.prelu2.weight,
+            ).checked(self.planes)
+        ep.act_in = _vec(block.move22.bias)
+        ep.act_out = _vec(block.move23.bias)
+        self.conv2_pw = pw.pw
+        self.conv2_ep = ep
+        self.next_shift: Tensor | None = None  # b11 of the next fused block, set by pack_
+        self.next_pad = 1
+        self._handoff: tuple[Tensor, Tensor] | None = None
+        self._next: FusedReActBlock | None = None
+
+    def chain(self, nxt: FusedReActBlock | None) -> None:
+        """Emit the packed input of ``nxt`` (``None``: stop) from this block's last kernel call."""
+        self._next = nxt
+        self.next_shift = None if nxt is None else nxt.shift_in
+        self.next_pad = 1 if nxt is None else nxt.conv1.pw.padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_inference(x)
+        x = x.float()
+        h, w = x.shape[2:]
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None and handoff[0] is x:
+            xp = handoff[1]
+        else:
+            xp = pack_activations(x, self.shift_in, self.conv1.pw.padding, backend=self.backend)
+        res = F.avg_pool2d(x, kernel_size=2, stride=2) if self.stride == 2 else x
+        o1, a_bits, _ = binary_conv(
+            xp, self.conv1.pw, (h, w), self.conv1.epilogue, residual=res, bits_pad=0, backend=self.backend
+        )
+        ep = self.conv2_ep
+        ep.thresh = self.next_shift
+        emit = self._next is not None
+        out, nbits, _ = binary_conv(
+            a_bits,  # type: ignore[arg-type]
+            self.conv2_pw,
+            tuple(o1.shape[2:]),  # type: ignore[union-attr,arg-type]
+            ep,
+            residual=o1,
+            bits_pad=self.next_pad if emit else None,
+            backend=self.backend,
+        )
+        if emit:
+            self._next._handoff = (out, nbits)  # type: ignore[union-attr,assignment]
+        return out  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return f"{self.inplanes}->{self.planes}, stride={self.stride}, backend={resolve_backend(self.backend)}"
+
+
+def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
+    """One packed weight with the output channels of ``a`` then ``b`` (same input, kernel and geometry)."""
+    words = torch.cat([a.words, b.words])
+    signs = _words_to_signs(words, a.in_channels)
+    return pack_weight(signs, a.stride, a.padding)
+
+
+def _words_to_signs(words: Tensor, c: int) -> Tensor:
+    """``int64 [O, KH, KW, K]`` -> ±1 float ``[O, C, KH, KW]`` (inverse of the packing in :func:`pack_weight`)."""
+    from onebit.kernels.pack import unpack_bits
+
+    b = words.contiguous().view(torch.uint8)  # [O, KH, KW, 8K]
+    nbytes = (c + 7) // 8
+    bits = unpack_bits(b[..., :nbytes].contiguous(), c, dim=-1)
+    return torch.where(bits, 1.0, -1.0).permute(0, 3, 1, 2).contiguous()
+
+
+def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, module)
+
+
+def _fuse_reactnet(model: nn.Module, report: PackReport, backend: str | None) -> None:
+    from onebit.models.reactnet import ReActBlock
+
+    for name, seq in list(model.named_modules()):
+        if not isinstance(seq, (nn.ModuleList, nn.Sequential)):
+            continue
+        prev: FusedReActBlock | None = None
+        for i, block in enumerate(list(seq)):
+            full = f"{name}.{i}" if name else str(i)
+            if not isinstance(block, ReActBlock):
+                prev = None
+                continue
+            try:
+                fused = FusedReActBlock(block, backend)
+            except ValueError as e:
+                report.float_layers[full] = str(e)
+                prev = None
+                continue
+            seq[i] = fused
+            report.fused[full] = "ReActBlock: shift+sign+pack, 3x3, BN, residual, RPReLU, sign+pack, 1x1, BN, RPReLU"
+            if prev is not None:
+                prev.chain(fused)
+            prev = fused
+
+
+def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> None:
+    from onebit.models.bnext import _Processor
+
+    for name, proc in list(model.named_modules()):
+        if not isinstance(proc, _Processor) or not isinstance(proc.binary_conv, BinaryConv2d):
+            continue
+        conv = proc.binary_conv
+        why = _not_packable(conv)
+        signs = why or binary_weight_signs(conv)
+        if isinstance(signs, str):
+            continue  # left to the generic pass, which records the reason
+        proc.binary_conv = PackedConv2d(conv, shift=proc.move, bn=proc.norm1, prelu=proc.activation2, backend=backend)
+        proc.move, proc.norm1, proc.activation2 = nn.Identity(), nn.Identity(), nn.Identity()
+        report.fused[name] = "BNext processor branch: shift, sign+pack, conv, BN1, PReLU_b"
+
+
+def _fuse_resnet(model: nn.Module, report: PackReport, backend: str | None) -> None:
+    from onebit.models.resnet import BiRealBlock
+
+    for name, blk in list(model.named_modules()):
+        if not isinstance(blk, BiRealBlock) or not isinstance(blk.binary_conv, BinaryConv2d):
+            continue
+        conv = blk.binary_conv
+        why = _not_packable(conv)
+        if why or isinstance(binary_weight_signs(conv), str):
+            continue
+        blk.binary_conv = PackedConv2d(conv, shift=blk.move0, bn=blk.bn1, backend=backend)
+        blk.move0, blk.bn1 = None, None
+        report.fused[name] = "Bi-Real block: shift, sign+pack, conv, BN"
+
+
+def pack_(model: nn.Module, cfg: dict | None = None, *, backend: str | None = None) -> PackReport:
+    """Swap the binary convolutions of an eval-mode ``model`` for packed XOR-popcount modules, in place.
+
+    Args:
+        model: a model in eval mode (``model.eval()``); it becomes inference-only.
+        cfg: options: ``{"fuse": bool}`` (default True: fuse the known blocks of ReActNet-A, BNext and Bi-Real
+            ResNets), ``{"backend": ...}`` (same as ``backend``).
+        backend: ``None``/``"auto"`` (compiled kernel when it loads), ``"native"`` or ``"torch"`` (the pure-torch
+            reference; ``ONEBIT_KERNELS=torch`` forces it globally).
+
+    Returns:
+        A :class:`PackReport`.
+
+    Raises:
+        RuntimeError: when the model is in training mode.
+    """
+    cfg = dict(cfg or {})
+    unknown = set(cfg) - {"fuse", "backend"}
+    if unknown:
+        raise ValueError(f"pack_ cfg: unknown keys {sorted(unknown)}; expected 'fuse', 'backend'")
+    backend = cfg.get("backend", backend)
+    resolve_backend(backend)  # validates the name / availability up front
+    if model.training:
+        raise RuntimeError("pack_ needs a model in eval mode (call model.eval() first): packed modules cannot train")
+    report = PackReport(backend=_native.backend_info() if resolve_backend(backend) == "native" else {
+        **_native.backend_info(), "backend": "torch"})  # fmt: skip
+    with torch.no_grad():
+        if cfg.get("fuse", True):
+            _fuse_reactnet(model, report, backend)
+            _fuse_bnext(model, report, backend)
+            _fuse_resnet(model, report, backend)
+        for name, m in list(model.named_modules()):
+            if isinstance(m, BinaryConv2d):
+                try:
+                    _set_child(model, name, PackedConv2d(m, backend=backend))
+                except ValueError as e:
+                    report.float_layers[name] = str(e).split(": ", 1)[-1]
+        for name, m in model.named_modules():
+            if isinstance(m, PackedConv2d):
+                report.packed[name] = m.desc
+            elif isinstance(m, FusedReActBlock):
+                report.packed[name] = f"fused block {m.inplanes}->{m.planes} s{m.stride}"
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if report.float_layers:
+        warnings.warn(
+            f"pack_: {len(report.float_layers)} binary layer(s) stay in float: "
+            + "; ".join(f"{k}: {v}" for k, v in list(report.float_layers.items())[:3]),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return report

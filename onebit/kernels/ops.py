@@ -1,0 +1,344 @@
+"""Packed binary ops: sign + pack of activations, packed weights, XOR-popcount convolution with a fused epilogue.
+
+Every op has two implementations that give identical results: the compiled kernel (``csrc/bitconv.c`` through
+:mod:`onebit.kernels._native`) and a pure-torch reference that computes the same thing with exact integer
+arithmetic (XOR of int64 words, SWAR popcount) and the same float32 epilogue, operation by operation. The reference
+runs when no compiled kernel loads, when ``ONEBIT_KERNELS=torch`` is set, or when ``backend="torch"`` is asked for.
+
+Layout: activations are NHWC ``int64`` words ``[N, H + 2p, W + 2p, ceil(C / 64)]`` — the bytes of
+:func:`onebit.kernels.pack.pack_bits` along channels (little bit order, sign(0) -> +1, zero pad bits), padded to
+whole 64-bit words (little-endian), with an all-zero spatial border of the consumer conv's padding ``p``.
+
+Exactness. For ±1 vectors of n values, dot = n − 2·popcount(x XOR w). A zero border word reads as n values of −1,
+so a padded tap contributes −Σw_tap; adding ``(1 + pad_value)·Σw_tap`` for each padded tap gives exact zero padding
+(``pad_value = 0``, the official models) or ±1 padding. The packed world has no 0: an input of exactly 0 after the
+shift binarizes to +1, while the float models' ``torch.sign`` gives 0 there (see :mod:`onebit.binarize`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from onebit.kernels import _native
+from onebit.kernels.pack import pack_bits, to_bits
+
+__all__ = [
+    "ConvEpilogue",
+    "PackedWeight",
+    "binary_conv",
+    "pack_activations",
+    "pack_weight",
+    "popcount64",
+    "resolve_backend",
+]
+
+_M1, _M2, _M4, _H01 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101
+
+
+def resolve_backend(backend: str | None) -> str:
+    """``"native"`` when the compiled kernel is loaded and not refused, else ``"torch"``.
+
+    Args:
+        backend: ``None``/``"auto"`` (native if available), ``"native"`` (error if unavailable), ``"torch"``.
+    """
+    if backend in (None, "auto"):
+        return "native" if _native.load() is not None else "torch"
+    if backend == "torch":
+        return "torch"
+    if backend == "native":
+        if _native.load() is None:
+            raise RuntimeError(f"backend='native' asked for but {_native.backend_info()['reason']}")
+        return "native"
+    raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+
+
+def popcount64(v: Tensor) -> Tensor:
+    """Bit count of each ``int64`` element (SWAR; arithmetic shifts are masked so negative words count right)."""
+    v = v - ((v >> 1) & _M1)
+    v = (v & _M2) + ((v >> 2) & _M2)
+    v = (v + (v >> 4)) & _M4
+    return ((v * _H01) >> 56) & 0xFF
+
+
+def _bits_to_words(bits: Tensor) -> Tensor:
+    """``bool [..., C]`` -> ``int64 [..., ceil(C / 64)]`` through :func:`pack_bits` (the shared byte layout)."""
+    b = pack_bits(bits, dim=-1)
+    pad = (-b.shape[-1]) % 8
+    if pad:
+        b = F.pad(b, (0, pad))
+    return b.contiguous().view(torch.int64)
+
+
+def _words(c: int) -> int:
+    return (c + 63) // 64
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    """A float32 NCHW tensor as a contiguous NHWC one (free for a channels_last input)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def pack_activations(x: Tensor, shift: Tensor | None = None, pad: int = 0, backend: str | None = None) -> Tensor:
+    """Bits of ``x + shift >= 0`` (``x`` float32 NCHW, any memory format) as NHWC words with a zero border ``pad``.
+
+    Args:
+        x: activations ``[N, C, H, W]``.
+        shift: per-channel ``[C]`` added before the sign (a ReActNet/BNext ``LearnableBias``), or ``None``.
+        pad: spatial border (the padding of the conv that consumes the result).
+        backend: see :func:`resolve_backend`.
+
+    Returns:
+        ``int64 [N, H + 2 pad, W + 2 pad, ceil(C / 64)]``.
+    """
+    if x.dim() != 4 or x.dtype != torch.float32:
+        raise ValueError(f"pack_activations expects a float32 [N, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if shift is not None and shift.numel() != c:
+        raise ValueError(f"shift has {shift.numel()} values for {c} channels")
+    if resolve_backend(backend) == "native":
+        xs = _nhwc(x)
+        t = None if shift is None else shift.detach().reshape(-1).float().contiguous()
+        out = torch.zeros(n, h + 2 * pad, w + 2 * pad, _words(c), dtype=torch.int64)
+        _native.load().ob_pack_nhwc(  # type: ignore[union-attr]
+            xs.data_ptr(), _ptr(t), n, h, w, c, pad, pad, _words(c), out.data_ptr(), torch.get_num_threads()
+        )
+        return out
+    v = x if shift is None else x + shift.detach().reshape(1, c, 1, 1).float()
+    words = _bits_to_words(to_bits(v.permute(0, 2, 3, 1)))
+    return F.pad(words, (0, 0, pad, pad, pad, pad)) if pad else words.contiguous()
+
+
+@dataclass
+class PackedWeight:
+    """A ±1 weight ``[O, C, KH, KW]`` packed for :func:`binary_conv`, with its conv geometry.
+
+    Attributes:
+        words: ``int64 [O, KH, KW, K]`` (reference layout).
+        wq: ``int64 [ceil(O / 8), KH, KW * K, 8]`` (kernel layout: blocks of 8 output channels).
+        wlo, whi: low/high nibbles of ``wq`` (the AVX2 kernel's operands).
+        corr: ``int32 [O, KH * KW]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
+    """
+
+    words: Tensor
+    wq: Tensor
+    wlo: Tensor
+    whi: Tensor
+    corr: Tensor | None
+    out_channels: int
+    in_channels: int
+    kernel_size: tuple[int, int]
+    stride: int
+    padding: int
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        kh, kw = self.kernel_size
+        return (h + 2 * self.padding - kh) // self.stride + 1, (w + 2 * self.padding - kw) // self.stride + 1
+
+
+def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: float = 0.0) -> PackedWeight:
+    """Pack a weight whose signs are used (``w >= 0`` -> +1) for a conv with the given geometry.
+
+    Args:
+        sign_w: ``[O, C, KH, KW]``; only the sign is read (scale factors go into the epilogue).
+        stride, padding: square stride and padding of the conv.
+        pad_value: value of the padded input taps: 0 (official zero padding), -1 or +1.
+    """
+    if sign_w.dim() != 4:
+        raise ValueError(f"pack_weight expects [O, C, KH, KW], got {tuple(sign_w.shape)}")
+    if pad_value not in (-1.0, 0.0, 1.0):
+        raise ValueError(f"pad_value must be -1, 0 or +1 for a binary input, got {pad_value}")
+    o, c, kh, kw = sign_w.shape
+    bits = to_bits(sign_w.detach().float().permute(0, 2, 3, 1))  # [O, KH, KW, C]
+    words = _bits_to_words(bits)  # [O, KH, KW, K]
+    k = words.shape[-1]
+    o8 = (o + 7) // 8
+    wq = torch.zeros(o8 * 8, kh, kw * k, dtype=torch.int64)
+    wq[:o] = words.reshape(o, kh, kw * k)
+    wq = wq.reshape(o8, 8, kh, kw * k).permute(0, 2, 3, 1).contiguous()
+    corr = None
+    if padding:
+        tap_sum = (2 * bits.to(torch.int32).sum(-1) - c).reshape(o, kh * kw)  # Σ ±1 over the channels of each tap
+        corr = (tap_sum * int(1 + pad_value)).to(torch.int32).contiguous()
+    return PackedWeight(
+        words=words.contiguous(),
+        wq=wq,
+        wlo=(wq & _M4).contiguous(),
+        whi=((wq >> 4) & _M4).contiguous(),
+        corr=corr,
+        out_channels=o,
+        in_channels=c,
+        kernel_size=(kh, kw),
+        stride=int(stride),
+        padding=int(padding),
+    )
+
+
+@dataclass
+class ConvEpilogue:
+    """Per-output-channel float32 work after the popcount, in this order (each part optional but ``scale``):
+
+    ``y = dot·scale + bias + res[..., o % res_c]``; ``y = PReLU(y + act_in; slope) + act_out``; float output ``y``
+    and/or the packed bits of ``y + thresh >= 0`` (the next binary conv's input, with border ``bits_pad``).
+    """
+
+    scale: Tensor
+    bias: Tensor | None = None
+    act_in: Tensor | None = None
+    slope: Tensor | None = None
+    act_out: Tensor | None = None
+    thresh: Tensor | None = None
+
+    @staticmethod
+    def _vec(t: Tensor | None, o: int, name: str) -> Tensor | None:
+        if t is None:
+            return None
+        t = t.detach().reshape(-1).to(torch.float32).contiguous()
+        if t.numel() != o:
+            raise ValueError(f"epilogue {name} has {t.numel()} values for {o} output channels")
+        return t
+
+    def checked(self, o: int) -> ConvEpilogue:
+        """A copy with every vector flat float32 of length ``o`` (a PReLU with one shared slope is expanded)."""
+        slope = self.slope
+        if slope is not None and slope.numel() == 1:
+            slope = slope.detach().reshape(1).expand(o)
+        return ConvEpilogue(
+            scale=self._vec(self.scale, o, "scale"),  # type: ignore[arg-type]
+            bias=self._vec(self.bias, o, "bias"),
+            act_in=self._vec(self.act_in, o, "act_in"),
+            slope=self._vec(slope, o, "slope"),
+            act_out=self._vec(self.act_out, o, "act_out"),
+            thresh=self._vec(self.thresh, o, "thresh"),
+        )
+
+
+def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
+    """Reference integer dot products ``int32 [N, OH, OW, O]`` from padded packed input ``[N, Hp, Wp, K]``."""
+    kh, kw = pw.kernel_size
+    s = pw.stride
+    n = xp.shape[0]
+    oh, ow = pw.out_size(h, w)
+    cols = xp.unfold(1, kh, s).unfold(2, kw, s)[:, :oh, :ow]  # [N, OH, OW, K, KH, KW]
+    cols = cols.permute(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)  # [P, KH*KW*K]
+    wm = pw.words.reshape(pw.out_channels, -1)  # [O, L]
+    rows = max(1, (1 << 22) // max(1, wm.numel()))
+    counts = torch.empty(cols.shape[0], pw.out_channels, dtype=torch.int64)
+    for r0 in range(0, cols.shape[0], rows):
+        counts[r0 : r0 + rows] = popcount64(cols[r0 : r0 + rows, None, :] ^ wm[None]).sum(-1)
+    dot = kh * kw * pw.in_channels - 2 * counts
+    if pw.corr is not None:
+        iy = torch.arange(oh) * s - pw.padding
+        ix = torch.arange(ow) * s - pw.padding
+        ty = iy[:, None] + torch.arange(kh)[None]  # [OH, KH]
+        tx = ix[:, None] + torch.arange(kw)[None]  # [OW, KW]
+        out_y = (ty < 0) | (ty >= h)
+        out_x = (tx < 0) | (tx >= w)
+        padded = (out_y[:, None, :, None] | out_x[None, :, None, :]).reshape(oh * ow, kh * kw)  # [OH*OW, T]
+        fix = padded.to(torch.int64) @ pw.corr.to(torch.int64).t()  # [OH*OW, O]
+        dot = dot.reshape(n, oh * ow, -1) + fix[None]
+    return dot.reshape(n, oh, ow, pw.out_channels).to(torch.int32)
+
+
+def _epilogue_torch(dot: Tensor, ep: ConvEpilogue, res: Tensor | None) -> Tensor:
+    """The float32 epilogue on ``dot [N, OH, OW, O]``, in the kernel's operation order."""
+    v = dot.to(torch.float32) * ep.scale
+    if ep.bias is not None:
+        v = v + ep.bias
+    if res is not None:
+        o, rc = dot.shape[-1], res.shape[-1]
+        v = v + (res if rc == o else res[..., torch.arange(o) % rc])
+    if ep.act_in is not None:
+        v = v + ep.act_in
+    if ep.slope is not None:
+        v = torch.where(v > 0, v, v * ep.slope)
+    if ep.act_out is not None:
+        v = v + ep.act_out
+    return v
+
+
+def binary_conv(
+    xp: Tensor,
+    pw: PackedWeight,
+    in_size: tuple[int, int],
+    epilogue: ConvEpilogue | None = None,
+    *,
+    residual: Tensor | None = None,
+    want_float: bool = True,
+    bits_pad: int | None = None,
+    want_int: bool = False,
+    backend: str | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """XOR-popcount convolution of packed input with packed weights, and the fused epilogue.
+
+    Args:
+        xp: packed input from :func:`pack_activations` with border ``pw.padding``.
+        pw: packed weight.
+        in_size: unpadded input ``(H, W)``.
+        epilogue: per-channel float work (default: ``scale = 1``, giving the integer dot products as floats).
+        residual: float32 ``[N, res_c, OH, OW]`` added after the affine part, channel ``o % res_c`` (a block
+            doubling its width adds the same residual to both halves).
+        want_float: return the float output.
+        bits_pad: also return the packed bits of the output (``y + thresh >= 0``) with this border.
+        want_int: also return the integer dot products ``int32 [N, OH, OW, O]``.
+        backend: see :func:`resolve_backend`.
+
+    Returns:
+        ``(y, bits, dot)``: ``y`` float32 ``[N, O, OH, OW]`` (a channels_last view of NHWC memory) or ``None``;
+        ``bits`` ``int64 [N, OH + 2 bits_pad, OW + 2 bits_pad, ceil(O / 64)]`` or ``None``; ``dot`` or ``None``.
+    """
+    h, w = in_size
+    n, hp, wp, k = xp.shape
+    o = pw.out_channels
+    if k != _words(pw.in_channels) or hp != h + 2 * pw.padding or wp != w + 2 * pw.padding:
+        raise ValueError(
+            f"packed input {tuple(xp.shape)} does not fit a conv over {pw.in_channels} channels at {h}x{w} with "
+            f"padding {pw.padding}"
+        )
+    ep = (epilogue or ConvEpilogue(scale=torch.ones(o))).checked(o)
+    oh, ow = pw.out_size(h, w)
+    res = None
+    if residual is not None:
+        if residual.shape[0] != n or tuple(residual.shape[2:]) != (oh, ow) or o % residual.shape[1]:
+            raise ValueError(f"residual {tuple(residual.shape)} does not fit the output [{n}, {o}, {oh}, {ow}]")
+        res = _nhwc(residual.float())
+    if resolve_backend(backend) == "native":
+        lib = _native.load()
+        out_f = torch.empty(n, oh, ow, o, dtype=torch.float32) if want_float else None
+        bk = _words(o)
+        bits = None
+        if bits_pad is not None:
+            bits = torch.zeros(n, oh + 2 * bits_pad, ow + 2 * bits_pad, bk, dtype=torch.int64)
+        out_int = torch.empty(n, oh, ow, o, dtype=torch.int32) if want_int else None
+        a = _native.ConvArgs(
+            x=xp.data_ptr(), n=n, hp=hp, wp=wp, k=k, h=h, w=w,
+            wq=pw.wq.data_ptr(), wlo=pw.wlo.data_ptr(), whi=pw.whi.data_ptr(),
+            o=o, kh=pw.kernel_size[0], kw=pw.kernel_size[1], c=pw.in_channels, stride=pw.stride, pad=pw.padding,
+            oh=oh, ow=ow, corr=_ptr(pw.corr), out_int=_ptr(out_int),
+            scale=ep.scale.data_ptr(), bias=_ptr(ep.bias), res=_ptr(res), res_c=0 if res is None else res.shape[-1],
+            act_in=_ptr(ep.act_in), slope=_ptr(ep.slope), act_out=_ptr(ep.act_out), out_f=_ptr(out_f),
+            thresh=_ptr(ep.thresh), out_bits=_ptr(bits), bph=bits_pad or 0, bpw=bits_pad or 0, bk=bk,
+            nthreads=torch.get_num_threads(),
+        )  # fmt: skip
+        lib.ob_conv(ctypes.byref(a))  # type: ignore[union-attr]
+    else:
+        dot = _conv_torch(xp.contiguous(), pw, h, w)
+        out_int = dot if want_int else None
+        out_f, bits = None, None
+        if want_float or bits_pad is not None:
+            v = _epilogue_torch(dot, ep, res)
+            out_f = v if want_float else None
+            if bits_pad is not None:
+                t = v if ep.thresh is None else v + ep.thresh
+                words = _bits_to_words(to_bits(t))
+                bits = F.pad(words, (0, 0, bits_pad, bits_pad, bits_pad, bits_pad)) if bits_pad else words
+    y = out_f.permute(0, 3, 1, 2) if out_f is not None else None
+    return y, bits, out_int

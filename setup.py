@@ -1,0 +1,46 @@
+"""Build of the optional packed-convolution kernels (``onebit/kernels/csrc/bitconv.c``).
+
+Everything else lives in ``pyproject.toml``. The extension is plain C with a C ABI (loaded with ctypes, not a
+Python module, not built against torch); it is ``optional``: without a working compiler the package still installs
+and the pure-torch reference path runs (``onebit.kernels.backend_info()`` says why). OpenMP is used when the
+compiler supports ``-fopenmp``; otherwise the build retries without it (single-threaded kernels).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+_COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing"]
+
+
+class _BuildBitconv(build_ext):
+    """Compile with OpenMP, fall back to a build without it, and never fail the install (the path is optional)."""
+
+    def build_extension(self, ext: Extension) -> None:
+        if self.compiler.compiler_type == "msvc":
+            ext.extra_compile_args = ["/O2", "/openmp"]
+            ext.extra_link_args = []
+            super().build_extension(ext)
+            return
+        try:
+            ext.extra_compile_args = [*_COMMON, "-fopenmp"]
+            ext.extra_link_args = ["-fopenmp"]
+            super().build_extension(ext)
+        except Exception as e:  # noqa: BLE001 - any compiler/linker failure: retry without OpenMP
+            print(f"onebit: building the kernels with OpenMP failed ({e}); retrying without it", file=sys.stderr)
+            ext.extra_compile_args = list(_COMMON)
+            ext.extra_link_args = []
+            super().build_extension(ext)
+
+    def get_export_symbols(self, ext: Extension) -> list[str]:
+        # a ctypes library, not a Python module: no PyInit_ symbol to export
+        return []
+
+
+setup(
+    ext_modules=[Extension("onebit.kernels._bitconv", ["onebit/kernels/csrc/bitconv.c"], optional=True)],
+    cmdclass={"build_ext": _BuildBitconv},
+)
