@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import sys
 
@@ -18,6 +19,9 @@ def _cmd_train(args: argparse.Namespace, console: Console) -> int:
     from onebit.recipes import DEFAULT_RECIPE, get_recipe
     from onebit.train.recipe import RunDirError, RunInterrupted, TrainingDiverged, run
 
+    if os.environ.get("RANK", "0") != "0":
+        # under torchrun every rank reaches the same errors and decisions (they are shared): rank 0 reports them
+        console = Console(quiet=True)
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe is not None and "=" in recipe:  # `onebit train key=value` without a recipe name
         overrides.insert(0, recipe)
@@ -93,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
 
-    t = sub.add_parser("train", help="train a recipe (default: the AdamBNN two-step recipe on the bundled digits)")
+    t = sub.add_parser(
+        "train",
+        help="train a recipe (default: the AdamBNN two-step recipe on the bundled digits); "
+        "several processes: torchrun --nproc_per_node N -m onebit train ...",
+    )
     t.add_argument("recipe", nargs="?", help="recipe name (see `onebit recipes`); default adambnn_digits")
     t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. stages.1.epochs=3 data.batch_size=32")
     t.add_argument("--smoke", action="store_true", help="the recipe's tiny variant (seconds on a CPU)")

@@ -54,6 +54,9 @@ class FlipTracker:
     Call :meth:`update` after every optimizer step; it returns the step's overall FF ratio as a tensor (read it with
     ``float()`` only when logging). Per-layer flip counts accumulate until :meth:`pop_layer_ratios`.
 
+    Under DistributedDataParallel every rank holds the same weights after each step, so every rank computes the same
+    FF and C2I without communicating (build the tracker on the unwrapped model).
+
     Args:
         weights: ``{layer name: latent weight}`` (see :func:`binary_latent_weights`).
     """

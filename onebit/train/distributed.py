@@ -22,7 +22,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 __all__ = [
     "CpuSyncBatchNorm",
     "World",
-    "all_reduce_any",
     "all_reduce_sum",
     "barrier",
     "broadcast_buffers",
@@ -146,15 +145,6 @@ def all_reduce_sum(values: Tensor) -> Tensor:
     if _active():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
-
-
-def all_reduce_any(flag: bool, device: torch.device | str = "cpu") -> bool:
-    """True on every rank if ``flag`` is true on any rank: one decision (stop, diverged) that all ranks take."""
-    if not _active():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
 
 
 def broadcast_object(obj: Any = None, src: int = 0) -> Any:

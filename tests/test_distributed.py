@@ -1,0 +1,274 @@
+"""Data-parallel training: sharded loaders, bf16 autocast, and a 2-process gloo run equal to a 1-process run."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch import nn
+
+from onebit.config import ConfigError, apply_overrides
+from onebit.data import TensorLoader
+from onebit.models import create_model
+from onebit.recipes import get_recipe
+from onebit.report import read_metrics
+from onebit.train import run
+from onebit.train.distributed import CpuSyncBatchNorm, convert_sync_batchnorm, get_world, init_distributed
+from onebit.train.loop import EpochMeter, train_one_epoch
+from onebit.train.tasks import ClassificationTask
+
+# --------------------------------------------------------------------------------------------- sharded loaders
+
+
+def _loader(n=40, batch=8, shift=1, seed=3):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 6, 6, generator=g)
+    return TensorLoader(x, torch.arange(n), batch, shuffle=True, shift=shift, seed=seed)
+
+
+@pytest.mark.parametrize(("n", "world"), [(40, 2), (40, 4), (37, 2)])
+def test_rank_shards_are_disjoint_and_rebuild_each_global_batch(n, world):
+    single = _loader(n)
+    single.set_epoch(5)
+    ref = list(single)
+    shards = []
+    for r in range(world):
+        ld = _loader(n)
+        ld.set_world(r, world)
+        ld.set_epoch(5)
+        shards.append(list(ld))
+        assert len(ld) == len(single)  # every rank runs as many steps as the single process
+        assert ld.local_batch_size == 8 // world
+    for k, (x_ref, y_ref) in enumerate(ref):
+        ys = [shards[r][k][1] for r in range(world)]
+        xs = [shards[r][k][0] for r in range(world)]
+        if len(y_ref) == 8:  # full batches: the ranks' shares are disjoint and their union is the global batch
+            got = torch.cat(ys)
+            assert len(set(got.tolist())) == len(got) == 8
+            assert sorted(got.tolist()) == sorted(y_ref.tolist())
+            # same images, same per-sample random shift as in one process (labels are the sample ids here)
+            order = torch.cat(ys).argsort()
+            assert torch.equal(torch.cat(xs)[order], x_ref[y_ref.argsort()])
+        else:  # the tail is padded by wrapping around (DistributedSampler's rule): equal sizes on every rank
+            assert len({len(y) for y in ys}) == 1
+            assert set(y_ref.tolist()) <= set(torch.cat(ys).tolist())
+    # over the epoch, each sample appears on exactly one rank (apart from the wrap-around padding)
+    every = torch.cat([y for s in shards for _, y in s]).tolist()
+    assert set(every) == set(range(n)) and len(every) == -(-n // world) * world
+
+
+def test_set_epoch_changes_the_order_on_every_rank_alike():
+    a, b = _loader(), _loader()
+    a.set_world(0, 2)
+    b.set_world(1, 2)
+    a.set_epoch(0)
+    e0 = torch.cat([y for _, y in a])
+    a.set_epoch(1)
+    e1 = torch.cat([y for _, y in a])
+    b.set_epoch(1)
+    assert not torch.equal(e0, e1)
+    assert set(e1.tolist()).isdisjoint(torch.cat([y for _, y in b]).tolist())  # the same epoch order on both ranks
+
+
+def test_eval_shards_count_each_sample_once_and_resume_skips_whole_batches():
+    ld = _loader(n=37)
+    parts = []
+    for r in range(3):
+        v = _loader(n=37)
+        v.set_world(r, 3, even=False)
+        parts += torch.cat([y for _, y in v]).tolist()
+    assert sorted(parts) == list(range(37))
+    ld.set_world(1, 2)
+    ld.set_epoch(2)
+    full = list(ld)
+    assert all(torch.equal(a[1], b[1]) for a, b in zip(full[2:], ld.iterate(skip=2), strict=True))
+
+
+def test_global_batch_must_divide_by_world():
+    with pytest.raises(
+        ValueError, match=r"batch_size=8 is the global batch.*divisible by the number of processes \(3\)"
+    ):
+        _loader().set_world(0, 3)
+
+
+# --------------------------------------------------------------------------------------------------- pieces
+
+
+def test_single_process_world_is_a_noop():
+    assert "WORLD_SIZE" not in os.environ or os.environ["WORLD_SIZE"] == "1"
+    world, device = init_distributed("cpu")
+    assert world.world_size == 1 and world.is_main and not world.distributed and device.type == "cpu"
+    assert get_world() == world and not dist.is_initialized()
+
+
+def test_cpu_sync_batchnorm_alone_is_plain_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.BatchNorm1d(64))
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    conv = convert_sync_batchnorm(model, torch.device("cpu"))
+    assert isinstance(conv[1], CpuSyncBatchNorm) and isinstance(conv[4], CpuSyncBatchNorm)
+    assert set(conv.state_dict()) == set(ref)  # checkpoints stay interchangeable
+    x = torch.randn(5, 1, 6, 6)
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.BatchNorm1d(64))
+    plain.load_state_dict(ref)
+    assert torch.equal(conv(x), plain(x))
+    assert torch.equal(conv[1].running_var, plain[1].running_var)
+
+
+def test_bf16_autocast_trains_a_step_on_cpu():
+    torch.manual_seed(0)
+    model = create_model("reactnet_digits", num_classes=10, width=4)
+    seen = []
+    model.fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))  # the student's own output dtype
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    recs = []
+    train_one_epoch(
+        model,
+        ClassificationTask(),
+        [(x, y)],
+        opt,
+        device=torch.device("cpu"),
+        lr_for_step=lambda s: 1e-3,
+        start_step=0,
+        meter=EpochMeter(),
+        amp="bf16",
+        on_step=recs.append,
+    )
+    assert seen == [torch.bfloat16]
+    assert torch.isfinite(torch.tensor(recs[0]["loss"])) and recs[0]["interrupted"] is False
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never touches the weights
+
+
+def test_bad_amp_is_rejected_before_the_run_dir_is_written(tmp_path):
+    cfg = apply_overrides(get_recipe("adambnn_digits", smoke=True), ["amp=fp8"])
+    with pytest.raises(ConfigError, match="amp must be one of none, bf16, got 'fp8'"):
+        run(cfg, out_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------------------------- 2 processes vs 1 process
+
+# 128 samples, global batch 32: 4 steps per stage, 8 in all. sync_bn=true: with per-rank BN statistics (16 samples
+# each) the forward itself differs from one process's (32 samples), so the weights could not agree; torch's
+# SyncBatchNorm refuses CPU tensors in torch 2.13, and onebit's CpuSyncBatchNorm (gloo) makes the statistics global.
+# Loader-side shift augmentation stays on: its draws are per sample, hence the same in both runs.
+DDP_ARGS = [
+    "data.limit_train=128",
+    "data.limit_val=64",
+    "data.batch_size=32",
+    "stages.*.epochs=1",
+    "sync_bn=true",
+    "threads=1",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(*args, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    cmd += ["--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "onebit", "train", *args]
+    return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+
+
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
+)
+
+
+@pytest.fixture(scope="module")
+def ddp_and_single(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    p = _torchrun("--smoke", *DDP_ARGS, "--out", str(root / "ddp"))
+    assert p.returncode == 0, p.stdout
+    single = run(apply_overrides(get_recipe("adambnn_digits", smoke=True), DDP_ARGS), out_dir=root / "single")
+    return root / "ddp", single.run_dir, p.stdout
+
+
+def _weights(run_dir: Path, tag="stage2_step2") -> dict:
+    return load_file(str(run_dir / "checkpoints" / tag / "model.safetensors"))
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@needs_gloo
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(ddp_and_single):
+    ddp, single, log = ddp_and_single
+    assert "Data parallel: 2 processes (gloo), global batch 32 = 2 x 16; SyncBN on" in log
+    a, b = _weights(ddp), _weights(single)
+    assert all(not k.startswith("module.") for k in a)  # the unwrapped student was saved
+    assert _max_diff(a, b) < 1e-4  # 8 Adam steps; only the summation order of the reductions differs
+    moved = _max_diff(a, load_file(str(ddp / "checkpoints/stage1_step1/model.safetensors")))
+    assert moved > 1e-3  # stage 2 did train: the tolerance above is far below a real change
+    steps = {x: [r for r in read_metrics(x / "metrics.jsonl") if r["type"] == "step"] for x in (ddp, single)}
+    assert len(steps[ddp]) == len(steps[single]) == 8
+    for r, s in zip(steps[ddp], steps[single], strict=True):  # reduced over ranks: the global batch's numbers
+        assert r["loss"] == pytest.approx(s["loss"], rel=1e-4) and r["acc"] == s["acc"]
+        assert r["ff_ratio"] == pytest.approx(s["ff_ratio"], abs=2e-4)
+    stage_d = [r for r in read_metrics(ddp / "metrics.jsonl") if r["type"] == "stage"]
+    stage_s = [r for r in read_metrics(single / "metrics.jsonl") if r["type"] == "stage"]
+    assert [r["val_top1"] for r in stage_d] == [r["val_top1"] for r in stage_s]  # every val sample counted once
+    dyn_d = [r["dyn"] for r in read_metrics(ddp / "metrics.jsonl") if r["type"] == "epoch"]
+    dyn_s = [r["dyn"] for r in read_metrics(single / "metrics.jsonl") if r["type"] == "epoch"]
+    for d, s in zip(dyn_d, dyn_s, strict=True):  # saturation counted over both ranks' inputs
+        assert d["saturation_mean"] == pytest.approx(s["saturation_mean"], abs=1e-3)
+
+
+@needs_gloo
+def test_only_rank_zero_writes(ddp_and_single):
+    ddp, _, log = ddp_and_single
+    lines = (ddp / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 8 + 2 + 2  # steps, epochs, stages: once each
+    assert [r["global_step"] for r in map(json.loads, lines) if r["type"] == "step"] == list(range(1, 9))
+    assert json.loads((ddp / "run.json").read_text())["status"] == "completed"
+    assert log.count("Run directory:") == 1 and log.count("Stage 1/2") == 1  # rank 1 prints nothing
+    assert not [p for p in ddp.rglob("*") if p.name.startswith(".")]  # no stray temporary files
+    assert json.loads((ddp / "summary.json").read_text())["status"] == "completed"
+    assert not (ddp / "tensorboard").exists()  # TensorBoard is off by default
+
+
+@needs_gloo
+def test_single_process_resumes_a_ddp_checkpoint(ddp_and_single, tmp_path):
+    ddp, single, _ = ddp_and_single
+    out = tmp_path / "resumed"
+    shutil.copytree(ddp, out)
+    shutil.rmtree(out / "checkpoints/last")
+    shutil.copytree(out / "checkpoints/stage1_step1", out / "checkpoints/last")  # back to the end of stage 1
+    run(resume=out)
+    assert _max_diff(_weights(out), _weights(single)) < 1e-4
+    steps = [r["global_step"] for r in read_metrics(out / "metrics.jsonl") if r["type"] == "step"]
+    assert steps == list(range(1, 9))
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_ddp_resume_continues_bit_for_bit(ddp_and_single, tmp_path):
+    ddp, _, _ = ddp_and_single
+    out = tmp_path / "resumed"
+    shutil.copytree(ddp, out)
+    shutil.rmtree(out / "checkpoints/last")
+    shutil.copytree(out / "checkpoints/stage1_step1", out / "checkpoints/last")
+    p = _torchrun("--resume", str(out))
+    assert p.returncode == 0, p.stdout
+    assert "Resuming" in p.stdout
+    assert _max_diff(_weights(out), _weights(ddp)) == 0.0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == 12
