@@ -1,0 +1,246 @@
+"""Packed XOR-popcount engine: compiled kernel vs pure-torch reference vs F.conv2d on ±1 floats (exact integers),
+the fused epilogues, and whole models packed with ``pack_`` against their float eval forward."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onebit.binarize import set_temperature
+from onebit.kernels import _native, backend_info, pack_, select_isa
+from onebit.kernels.ops import ConvEpilogue, binary_conv, pack_activations, pack_weight, popcount64
+from onebit.kernels.pack import pack_bits, to_bits
+from onebit.layers import BinaryConv2d
+from onebit.models import create_model
+
+NATIVE = _native.load() is not None
+needs_native = pytest.mark.skipif(not NATIVE, reason="compiled kernel not built (pure-torch path only)")
+BACKENDS = ["torch", "native"] if NATIVE else ["torch"]
+
+
+def _pm1(t: torch.Tensor) -> torch.Tensor:
+    return torch.where(t >= 0, 1.0, -1.0)
+
+
+def _ref_dot(x: torch.Tensor, w: torch.Tensor, stride: int, pad: int, pad_value: float = 0.0) -> torch.Tensor:
+    """Integer conv of sign(x) and sign(w) (sign(0) = +1) in float64, padding with ``pad_value``; NHWC int32."""
+    xs = F.pad(_pm1(x).double(), (pad,) * 4, value=pad_value)
+    return F.conv2d(xs, _pm1(w).double(), stride=stride).round().to(torch.int32).permute(0, 2, 3, 1)
+
+
+def test_popcount64_matches_python():
+    vals = [0, 1, -1, 2**63 - 1, -(2**63), 0x5555555555555555, -0x0123456789ABCDEF, 123456789]
+    got = popcount64(torch.tensor(vals, dtype=torch.int64)).tolist()
+    assert got == [bin(v & (2**64 - 1)).count("1") for v in vals]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pack_activations_round_trips_with_pack_bits(backend):
+    x = torch.randn(2, 70, 3, 5)
+    x[0, 3, 1, 1] = 0.0  # sign(0) -> +1, as pack.py
+    words = pack_activations(x, pad=1, backend=backend)
+    assert words.shape == (2, 5, 7, 2)
+    assert torch.equal(words[:, 0], torch.zeros_like(words[:, 0]))  # zero border
+    inner = words[:, 1:-1, 1:-1].contiguous().view(torch.uint8)[..., : (70 + 7) // 8]
+    assert torch.equal(inner, pack_bits(to_bits(x.permute(0, 2, 3, 1)), dim=-1))
+    shift = torch.randn(70)
+    shifted = pack_activations(x, shift, backend=backend).view(torch.uint8)[..., :9]
+    assert torch.equal(shifted, pack_bits(to_bits((x + shift.view(1, -1, 1, 1)).permute(0, 2, 3, 1)), dim=-1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 300),
+    o=st.integers(1, 40),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    k=st.sampled_from([1, 3]),
+    stride=st.sampled_from([1, 2]),
+    seed=st.integers(0, 2**16),
+)
+def test_binary_conv_exact_on_random_shapes(n, c, o, h, w, k, stride, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, wt = torch.randn(n, c, h, w, generator=g), torch.randn(o, c, k, k, generator=g)
+    pad = k // 2
+    ref = _ref_dot(x, wt, stride, pad)
+    pw = pack_weight(wt, stride, pad)
+    for backend in BACKENDS:
+        y, _, dot = binary_conv(
+            pack_activations(x, pad=pad, backend=backend), pw, (h, w), want_int=True, backend=backend
+        )
+        assert torch.equal(dot, ref), backend
+        assert torch.equal(y.permute(0, 2, 3, 1), ref.float())  # scale 1: the dot products as floats
+
+
+@pytest.mark.parametrize("pad_value", [-1.0, 1.0])
+def test_plus_minus_one_padding(pad_value):
+    x, wt = torch.randn(2, 67, 5, 6), torch.randn(9, 67, 3, 3)
+    pw = pack_weight(wt, 1, 1, pad_value)
+    for backend in BACKENDS:
+        _, _, dot = binary_conv(pack_activations(x, pad=1, backend=backend), pw, (5, 6), want_int=True, backend=backend)
+        assert torch.equal(dot, _ref_dot(x, wt, 1, 1, pad_value))
+
+
+@needs_native
+def test_every_isa_gives_the_same_integers():
+    x, wt = torch.randn(2, 131, 7, 9), torch.randn(21, 131, 3, 3)
+    pw, xp = pack_weight(wt, 2, 1), pack_activations(x, pad=1)
+    ref = _ref_dot(x, wt, 2, 1)
+    cpu_best = backend_info()["cpu_isa"]
+    try:
+        for isa in ("portable", "popcnt", "avx2", "avx512_vpopcntdq"):
+            used = select_isa(isa)
+            _, _, dot = binary_conv(xp, pw, (7, 9), want_int=True, backend="native")
+            assert torch.equal(dot, ref), used
+    finally:
+        assert select_isa(None) == cpu_best
+
+
+def test_fused_epilogue_native_equals_reference_bitwise():
+    torch.manual_seed(0)
+    n, c, o, h, w = 2, 45, 90, 6, 5
+    x, wt = torch.randn(n, c, h, w), torch.randn(o, c, 3, 3)
+    ep = ConvEpilogue(
+        scale=torch.rand(o) + 0.1,
+        bias=torch.randn(o),
+        act_in=torch.randn(o) * 0.1,
+        slope=torch.rand(o),
+        act_out=torch.randn(o) * 0.1,
+        thresh=torch.randn(o) * 0.1,
+    )
+    res = torch.randn(n, c, 3, 3)  # o % c: both halves of a doubled width get the same residual
+    pw = pack_weight(wt, 2, 1)
+    outs = {}
+    for backend in BACKENDS:
+        xp = pack_activations(x, pad=1, backend=backend)
+        outs[backend] = binary_conv(xp, pw, (h, w), ep, residual=res, bits_pad=1, want_int=True, backend=backend)
+    y, bits, dot = outs["torch"]
+    # the reference epilogue against a float64 formula
+    r = res.repeat(1, 2, 1, 1).permute(0, 2, 3, 1).double()
+    v = dot.double() * ep.scale.double() + ep.bias.double() + r + ep.act_in.double()
+    v = torch.where(v > 0, v, v * ep.slope.double()) + ep.act_out.double()
+    assert (y.permute(0, 2, 3, 1).double() - v).abs().max() <= 1e-5 * (1 + v.abs().max())
+    want_bits = F.pad(
+        pack_activations(y.contiguous(), ep.thresh, backend="torch"), (0, 0, 1, 1, 1, 1)
+    )  # sign+pack of y + thresh with a zero border of 1
+    assert torch.equal(bits, want_bits)
+    if NATIVE:
+        yn, bn, dn = outs["native"]
+        assert torch.equal(dn, dot) and torch.equal(bn, bits)
+        assert torch.equal(yn, y)  # same float32 operations in the same order
+
+
+def _nudge_zero_weights_(model):
+    """Random init can draw an exact 0 latent weight (sign 0 in float, +1 packed): move it off zero."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, BinaryConv2d):
+                m.weight[m.weight == 0] = 1e-4
+
+
+def _randomize_(model, seed=0):
+    """Non-trivial BN statistics and shifts, so every fused term matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.3, 0.3, generator=g)
+            elif type(m).__name__ == "LearnableBias":
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+            elif isinstance(m, torch.nn.PReLU):
+                m.weight.uniform_(0.0, 0.5, generator=g)
+    _nudge_zero_weights_(model)
+
+
+def _small(name: str) -> torch.nn.Module:
+    """Narrow members of each fused family (same blocks as the full models, a fraction of the cost)."""
+    from onebit.models.bnext import BNext
+    from onebit.models.reactnet import ReActNet
+    from onebit.models.resnet import REACTNET_RESNET18, BinaryResNet
+
+    if name == "reactnet":
+        return ReActNet((16, 32, 64, 64, 128, 128, 256), num_classes=10, stem_stride=2)
+    if name == "bnext":
+        return BNext((16, 32, 64, 64, 128, 128, 256, 256), num_classes=10, stem_stride=2)
+    cfg = dataclasses.replace(REACTNET_RESNET18, depths=(1, 1, 1, 1), widths=(16, 32, 64, 128))
+    return BinaryResNet(cfg, num_classes=10)
+
+
+def _check_packed_model(model: torch.nn.Module, size: int, backend: str = "auto") -> None:
+    model.eval()
+    set_temperature(model, 0.0)  # BNext: hard-sign weights (the trained state); no effect elsewhere
+    _randomize_(model)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    packed = copy.deepcopy(model)
+    report = pack_(packed, backend=backend)
+    assert not report.float_layers and report.fused
+    assert not any(isinstance(m, BinaryConv2d) for m in packed.modules())
+    with torch.no_grad():
+        out = packed(x)
+    # float32 epilogues differ from the float model only by rounding (BN/alpha folded); no sign flips
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+@pytest.mark.parametrize("name", ["reactnet", "bnext", "resnet"])
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_packed_model_logits_equal_eval_model(name, backend):
+    torch.manual_seed(0)
+    _check_packed_model(_small(name), 32, backend)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["reactnet_a", "bnext_tiny", "reactnet_resnet18", "birealnet18", "bnext_18"])
+def test_full_packed_models_at_64(name):
+    torch.manual_seed(0)
+    _check_packed_model(create_model(name), 64)
+
+
+def test_forced_torch_path(monkeypatch):
+    monkeypatch.setattr(_native, "_loaded", False)
+    monkeypatch.setattr(_native, "_lib", None)
+    monkeypatch.setenv("ONEBIT_KERNELS", "torch")
+    info = backend_info()
+    assert info["backend"] == "torch" and "ONEBIT_KERNELS" in info["reason"]
+    with pytest.raises(RuntimeError, match="native"):
+        binary_conv(
+            torch.zeros(1, 1, 1, 1, dtype=torch.int64), pack_weight(torch.randn(2, 3, 1, 1)), (1, 1), backend="native"
+        )
+    conv = BinaryConv2d(37, 11, 3, padding=1).eval()
+    model = torch.nn.Sequential(conv).eval()
+    x = torch.randn(1, 37, 5, 5)
+    with torch.no_grad():
+        ref = model(x)
+    report = pack_(model)
+    assert report.backend["backend"] == "torch"
+    with torch.no_grad():
+        assert (model(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+
+
+def test_pack_refuses_training_and_grad():
+    model = torch.nn.Sequential(BinaryConv2d(8, 8, 3, padding=1))
+    with pytest.raises(RuntimeError, match="eval mode"):
+        pack_(model)
+    pack_(model.eval())
+    with pytest.raises(RuntimeError, match="inference-only"):
+        model(torch.randn(1, 8, 4, 4, requires_grad=True))
+
+
+def test_soft_progressive_weights_stay_float():
+    model = _small("bnext").eval()  # temperature 1: clamp(W / T), not binary yet
+    with pytest.warns(RuntimeWarning, match="stay in float"):
+        report = pack_(model)
+    assert report.float_layers and all("not ±α" in v for v in report.float_layers.values())
+    assert not report.packed
