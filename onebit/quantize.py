@@ -651,7 +651,7 @@ def finetune(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * y.shape[0]
+                total += float(loss.detach()) * y.shape[0]
                 n += y.shape[0]
                 steps += 1
             losses.append(total / max(n, 1))
