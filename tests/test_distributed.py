@@ -272,3 +272,29 @@ def test_ddp_resume_continues_bit_for_bit(ddp_and_single, tmp_path):
     assert _max_diff(_weights(out), _weights(ddp)) == 0.0
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(set(lines)) == 12
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_ctrl_c_stops_every_rank_at_the_same_step_and_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
+    cmd += ["-m", "onebit", "train", "--smoke", *DDP_ARGS, "stages.*.epochs=3", "--out", str(out)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while not [r for r in read_metrics(out / "metrics.jsonl") if r["type"] == "step"]:
+        assert p.poll() is None and time.time() - t0 < 300, p.communicate()[0]
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)  # torchrun forwards it to both workers, which agree on one stopping step
+    log, _ = p.communicate(timeout=300)
+    assert "resume with" in log, log
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    q = _torchrun("--resume", str(out))
+    assert q.returncode == 0, q.stdout
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    steps = [r["global_step"] for r in map(json.loads, lines) if r["type"] == "step"]
+    assert steps == list(range(1, 25)) and len(lines) == len(set(lines))
