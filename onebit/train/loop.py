@@ -136,9 +136,7 @@ def train_one_epoch(
         interrupted = stop_f > 0
         record = {"loss": loss_value, "acc": correct / total, "lr": lr, "ff_ratio": ff, "step": step}
         record["interrupted"] = interrupted
-        if on_step is not None and on_step(record) is False:
-            break
-        if interrupted:
+        if (on_step is not None and on_step(record) is False) or interrupted:
             break
     return step
 
