@@ -166,6 +166,9 @@ class QuantConfig:
         activations: ``"dynamic"`` (official: per-sample min/max at run time) or ``"calibrated"`` (one static range
             per layer from :func:`calibrate`).
         image_input: quantise the first layer's input: ``None`` = only below 8 bits (official rule), or force.
+        quantize_w32: pass 32-bit weights through the quantiser with 2^32 - 1 levels, as the official
+            ``QuantizeConv`` does (``se_bits=32``); about one ulp away from the float weight. ``False``: 32-bit
+            weights stay float.
     """
 
     input: tuple[int, int] = (8, 8)
@@ -177,6 +180,7 @@ class QuantConfig:
     linear_clip: float = 25.0
     activations: str = "dynamic"
     image_input: bool | None = None
+    quantize_w32: bool = False
 
     def __post_init__(self) -> None:
         for role in ROLES:
@@ -248,11 +252,19 @@ class QuantMixin:
     act_bits: int
     weight_scale: float
     quantize_input: bool
+    quantize_w32: bool
     activations: str
     _act_clip_name: str
 
     def _init_quant(
-        self, weight_bits: int, act_bits: int, clip: float, weight_scale: float, quantize_input: bool, activations: str
+        self,
+        weight_bits: int,
+        act_bits: int,
+        clip: float,
+        weight_scale: float,
+        quantize_input: bool,
+        activations: str,
+        quantize_w32: bool,
     ) -> None:
         if weight_bits not in _WEIGHT_BITS or act_bits not in _ACT_BITS:
             raise ValueError(
@@ -263,6 +275,7 @@ class QuantMixin:
         self.weight_bits, self.act_bits = int(weight_bits), int(act_bits)
         self.weight_scale = float(weight_scale)
         self.quantize_input = bool(quantize_input)
+        self.quantize_w32 = bool(quantize_w32)
         self.activations = activations
         dev, dt = self.weight.device, self.weight.dtype
         self.register_buffer("weight_clip_val", torch.tensor([-clip, clip], device=dev, dtype=dt))  # type: ignore[attr-defined]
@@ -279,7 +292,7 @@ class QuantMixin:
 
     @property
     def quantizes_weight(self) -> bool:
-        return self.weight_bits < FLOAT_BITS
+        return self.weight_bits < FLOAT_BITS or self.quantize_w32
 
     @property
     def quantizes_input(self) -> bool:
@@ -292,7 +305,12 @@ class QuantMixin:
         return tuple(range(1, w.dim()))  # 1x1 convs and linear layers: each output row over its inputs
 
     def _weight_scale(self, w: Tensor) -> Tensor:
-        s = self.weight_scale * w.detach().abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+        a = w.detach().abs()
+        # Means taken one dimension at a time, last first, as the official QuantizeConv does (same value up to the
+        # float summation order, which decides rounding ties of the codes).
+        for d in range(w.dim() - 1, 0, -1):
+            a = a.mean(dim=d, keepdim=True)
+        s = self.weight_scale * a
         # An all-zero row would give 0/0; the official code produces NaN there, we quantise the zeros to zeros.
         return torch.where(s > 0, s, torch.ones_like(s))
 
@@ -320,8 +338,8 @@ class QuantMixin:
         Raises:
             ValueError: the layer keeps a float weight (32 bits).
         """
-        if not self.quantizes_weight:
-            raise ValueError(f"{type(self).__name__}: a 32-bit (float) weight has no integer codes")
+        if self.weight_bits >= FLOAT_BITS:
+            raise ValueError(f"{type(self).__name__}: a 32-bit (float) weight has no 8-bit integer codes")
         w = self.weight
         s = self._weight_scale(w)
         dims = self._weight_dims()
@@ -390,11 +408,12 @@ class QuantConv2d(QuantMixin, nn.Conv2d):
         weight_scale: float = 2.0,
         quantize_input: bool = True,
         activations: str = "dynamic",
+        quantize_w32: bool = False,
     ) -> None:
         super().__init__(
             in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode, device, dtype
         )
-        self._init_quant(weight_bits, act_bits, clip, weight_scale, quantize_input, activations)
+        self._init_quant(weight_bits, act_bits, clip, weight_scale, quantize_input, activations, quantize_w32)
 
     def forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(self.quantized_input(x), self.quantized_weight(), self.bias)
@@ -423,12 +442,15 @@ class QuantLinear(QuantMixin, nn.Linear):
         weight_scale: float = 2.0,
         quantize_input: bool = True,
         activations: str = "dynamic",
+        quantize_w32: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
-        self._init_quant(weight_bits, act_bits, clip, weight_scale, quantize_input, activations)
+        self._init_quant(weight_bits, act_bits, clip, weight_scale, quantize_input, activations, quantize_w32)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.quantized_input(x), self.quantized_weight(), self.bias)
+        out = F.linear(self.quantized_input(x), self.quantized_weight())
+        # The bias is added after the product, as the official QuantizeLinear does (not fused into addmm).
+        return out + self.bias if self.bias is not None else out
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._quant_repr()}"
@@ -504,6 +526,7 @@ def quantize_(model: nn.Module, cfg: QuantConfig | str | None = None) -> dict[st
             weight_scale=cfg.weight_scale,
             quantize_input=quant_in,
             activations=cfg.activations,
+            quantize_w32=cfg.quantize_w32,
             device=old.weight.device,
             dtype=old.weight.dtype,
         )

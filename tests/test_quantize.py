@@ -370,6 +370,18 @@ def _synthetic_official_state(layout: str, seed: int = 0) -> dict[str, torch.Ten
     return out
 
 
+@pytest.mark.parametrize(("layout", "model_name"), [("bnext18_quant", "bnext_18_quant")])
+def test_official_bnext18_quant_import_export(layout, model_name):
+    state = _synthetic_official_state(layout, seed=1)
+    model = load_official(layout, state, se_bits=4)
+    assert model.onebit_spec == {"name": model_name, "kwargs": {"num_classes": 1000, "se_bits": 4, "quant": True}}
+    exported = export_official(model, layout)
+    assert list(exported) == list(state)
+    assert all(torch.equal(exported[k], v) and exported[k].dtype == v.dtype for k, v in state.items())
+    with pytest.raises(ValueError, match="se_bits must be 2..8"):
+        load_official(layout, state, se_bits=32)
+
+
 def test_official_quant_import_export_and_se_bits():
     state = _synthetic_official_state("bnext_tiny_quant")
     model = load_official("bnext_tiny_quant", state, se_bits=8)
@@ -392,7 +404,7 @@ def test_official_quant_import_export_and_se_bits():
 
 def _ref_weight(w: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
     """Spec §2.6 weight quantiser written out: s = 2 mean|W| per output channel, clip, min-max per row (1x1, fc)
-    or per (out, in) kernel (k > 1), rescale."""
+    or per (out, in) kernel (k > 1), rescale. 32 bits still go through the formula (official QuantizeConv)."""
     s = 2 * w.abs().reshape(w.shape[0], -1).mean(1).reshape(-1, *[1] * (w.dim() - 1))
     v = (w / s).clamp(-clip, clip)
     g = v.reshape(w.shape[0], w.shape[1], -1) if w.dim() == 4 and w.shape[-1] > 1 else v.reshape(w.shape[0], -1)
@@ -403,58 +415,106 @@ def _ref_weight(w: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
 
 
 def _ref_act(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
-    """Spec §2.6 activation quantiser: [N, C, 1, 1] squeezed to [N, C], clipped, min-max per sample."""
-    g = x.reshape(x.shape[0], -1).clamp(-clip, clip)
+    """Spec §2.6 activation quantiser: [N, C, 1, 1] squeezed to [N, C] and min-max per sample; [N, C, H, W] min-max
+    per (sample, channel) over space; clipped first. 32 bits: unchanged."""
+    if bits == 32:
+        return x
+    g = x.reshape(x.shape[0], -1) if x.dim() == 2 or x.shape[-1] * x.shape[-2] == 1 else x.flatten(2)
+    g = g.clamp(-clip, clip)
     mn, mx = g.min(-1, keepdim=True).values, g.max(-1, keepdim=True).values
     levels = 2**bits - 1
     return (torch.round((g - mn) / (mx - mn + 1e-8) * levels) / levels * (mx - mn + 1e-8) + mn).reshape(x.shape)
 
 
-def _reference_quant_bnext(quant: BNext, se_bits: int) -> BNext:
-    """The float BNext (bnext.py) with the quant model's values and hand-written quantised stem, SE convs and fc."""
-    ref = BNext(SMALL, num_classes=10, in_chans=3).double()
-    state = {k: v for k, v in quant.state_dict().items() if not k.endswith(("clip_val", "fc.scale"))}
-    ref.load_state_dict(state)
-    for m in ref.modules():
-        if isinstance(m, (InfoRCP, ELMAttention)):
-            m.scale_clamp_when = "train"  # bnext_quant.py: λ clamped in training only (spec §2.6)
-    stem = ref.feature[0].conv1
-    stem.forward = lambda x, c=stem: F.conv2d(x, _ref_weight(c.weight, 8, 1000), None, c.stride, c.padding)
+def _patch_reference(ref: nn.Module, quant: nn.Module, stem: str, se_bits: tuple[int, int]) -> None:
+    """Replace the forwards of ``ref``'s stem, SE convs, downsample convs and fc by the spec formulas, with the
+    biases of ``quant`` (whose downsample convs have one that the float model lacks)."""
+    conv = ref.get_submodule(stem)
+    conv.forward = lambda x, c=conv: F.conv2d(x, _ref_weight(c.weight, 8, 1000), None, c.stride, c.padding)
     for m in ref.modules():
         if isinstance(m, SqueezeExpand):
-            for conv in (m.se[1], m.se[3]):
-                conv.forward = lambda x, c=conv: F.conv2d(
-                    _ref_act(x, se_bits, 1000), _ref_weight(c.weight, se_bits, 1000), c.bias
+            for c in (m.se[1], m.se[3]):
+                c.forward = lambda x, c=c: F.conv2d(
+                    _ref_act(x, se_bits[1], 1000), _ref_weight(c.weight, se_bits[0], 1000), c.bias
                 )
+    for name, m in ref.named_modules():
+        if name.endswith("downsample.1"):
+            bias = quant.get_submodule(name).bias
+            m.forward = lambda x, c=m, b=bias: F.conv2d(_ref_act(x, 8, 1000), _ref_weight(c.weight, 8, 1000), b)
     fc = ref.fc
-    fc.forward = lambda x, c=fc: F.linear(_ref_act(x, 8, 25), _ref_weight(c.weight, 8, 25), c.bias)
-    return ref
+    fc.forward = lambda x, c=fc: F.linear(_ref_act(x, 8, 25), _ref_weight(c.weight, 8, 25)) + c.bias
 
 
-@pytest.mark.parametrize("se_bits", [8, 4])
-@pytest.mark.parametrize("mode", ["eval", "train"])
-def test_quant_bnext_matches_float64_reference(se_bits, mode):
-    torch.manual_seed(4)
-    quant = bnext_quant(SMALL, num_classes=10, se_bits=se_bits, in_chans=3).double()
+def _randomise_(model: nn.Module) -> None:
     with torch.no_grad():
-        for name, p in quant.named_parameters():
+        for name, p in model.named_parameters():
             if name.endswith("binary_conv.weight"):
                 p.uniform_(-1, 1)
             elif name.endswith(".scale") and p.dim() == 4:
                 p.uniform_(0, 1)
-        for m in quant.modules():
+            elif name.endswith("downsample.1.bias"):
+                p.normal_()
+        for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 1.5)
-    ref = _reference_quant_bnext(quant, se_bits)
+
+
+def _float_state(quant: nn.Module) -> dict[str, torch.Tensor]:
+    skip = ("clip_val", "fc.scale", "downsample.1.bias")
+    return {k: v for k, v in quant.state_dict().items() if not k.endswith(skip)}
+
+
+@pytest.mark.parametrize("se_bits", [8, 4, 32])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_quant_bnext_matches_float64_reference(se_bits, mode):
+    torch.manual_seed(4)
+    quant = bnext_quant(SMALL, num_classes=10, se_bits=se_bits, in_chans=3).double()
+    _randomise_(quant)
     float_model = BNext(SMALL, num_classes=10, in_chans=3).double()
-    float_model.load_state_dict(ref.state_dict())
+    float_model.load_state_dict(_float_state(quant))
+    ref = BNext(SMALL, num_classes=10, in_chans=3).double()
+    ref.load_state_dict(_float_state(quant))
+    for m in ref.modules():
+        if isinstance(m, (InfoRCP, ELMAttention)):
+            m.scale_clamp_when = "train"  # bnext_quant.py: λ clamped in training only (spec §2.6)
+    _patch_reference(ref, quant, "feature.0.conv1", (se_bits, se_bits))
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     for m in (quant, ref, float_model):
         m.train(mode == "train")
     out, expected, plain = quant(x), ref(x), float_model(x)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
     assert (out - plain).abs().max() > 1e-6  # the quantisation is really applied
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_quant_bnext18_matches_float64_reference(mode):
+    torch.manual_seed(6)
+    kw = dict(num_classes=10, small_stem=False, widths=(8, 16, 32, 64))
+    quant = create_model("bnext_18_quant", se_bits=4, **kw).double()
+    assert quant.layer1[0].Attention.downsample[1].bias is not None
+    assert quant.layer0[0].FFN.se.se[1].act_bits == 8  # birealnet_quant.py: SE activations at 2 * se_bits
+    _randomise_(quant)
+    ref = create_model("bnext_18", **kw).double()
+    ref.load_state_dict(_float_state(quant))
+    _patch_reference(ref, quant, "conv1", (4, 8))
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    quant.train(mode == "train")
+    ref.train(mode == "train")
+    torch.testing.assert_close(quant(x), ref(x), rtol=0, atol=1e-10)
+
+
+def test_32_bit_weights_go_through_the_quantiser_in_the_official_model():
+    torch.manual_seed(7)
+    quant = bnext_quant(SMALL, num_classes=10, se_bits=32, in_chans=3)
+    se = quant.feature[1].FFN_1.se.se[1]
+    assert not se.quantizes_input  # activations at 32 bits are skipped ...
+    w = se.weight.detach()
+    wq = se.quantized_weight().detach()  # ... weights are quantised with 2^32 - 1 levels: within an ulp or two
+    assert torch.equal(wq, _ref_weight(w, 32, 1000))
+    assert (wq - w).abs().max() <= 1e-6 * w.abs().max()
+    plain = QuantConv2d(8, 4, 1, weight_bits=32, act_bits=32)
+    assert plain.quantized_weight() is plain.weight  # the generic 32/32 layer is the float layer
 
 
 def test_quant_bnext_does_not_clamp_lambda_in_eval():

@@ -15,9 +15,19 @@ Here that is :class:`~onebit.models.bnext.BNext` rewritten by :func:`~onebit.qua
 :func:`official_quant_config`, so the quantisers are the library's (documented in ``onebit.quantize``) and the state
 dict has the official keys; ``load_official("bnext_tiny_quant", sd, se_bits=8)`` imports the released layout.
 
-``bnext18_quant`` (``birealnet_quant.py``) is not registered: the spec calls that file a buggy, non-normative copy
-(SE activations at 2x ``se_bits``, an eval-mode weight quirk, a biased downsample ``QuantizeConv`` whose bit widths
-the spec does not give), so what it computes cannot be pinned down from the spec.
+All quantised convs use the official ``QuantizeConv`` behaviour for 32-bit weights (``quantize_w32``): they still
+pass through the min-max quantiser with 2^32 - 1 levels, about one ulp from the float weight.
+
+``bnext_quant.py``'s own ``size="large"`` is a 48-wide network that is not in the paper (its ``"super"`` is BNext-L);
+:func:`bnext_large_quant` is BNext-L (the widths of ``bnext.py``).
+
+**BNext-18** (``birealnet_quant.py`` ``birealnet18(quant=True, se_bits=8)``, layout ``bnext18_quant``, spec §3.1
+calls the file a buggy copy): :class:`~onebit.models.bnext.BNext18` with the 7x7 stem W8 (image input not quantised),
+the SE convs at W ``se_bits`` / A **2·se_bits** (as that file does), the real 1x1 downsample convs replaced by
+quantised W8/A8 convs **with a bias** (their 4-D inputs quantised per sample and channel over space), the classifier
+W8/A8. Not reproduced: that file's eval-mode weight expression ``(b - W) + W`` (differs from b by at most an ulp,
+like the BNext-18 ``HardSign`` quirk that ``bnext.py`` documents); with ``num_classes != 1000`` its small stem stays
+float, here it is a 32/32 quantised conv that computes the float conv.
 """
 
 from __future__ import annotations
@@ -29,11 +39,22 @@ import torch
 from torch import nn
 
 from onebit.models._registry import MODELS, register_model
-from onebit.models.bnext import BNEXT_CHANNELS, BNext, ELMAttention, InfoRCP, SqueezeExpand, official_key_map
+from onebit.models.bnext import (
+    BNEXT_CHANNELS,
+    BNext,
+    BNext18,
+    BNext18Block,
+    ELMAttention,
+    InfoRCP,
+    SqueezeExpand,
+    official_key_map,
+)
 from onebit.models.official import OfficialLayout, register_layout
-from onebit.quantize import QuantConfig, quantize_
+from onebit.quantize import QuantConfig, QuantConv2d, quantize_
 
 __all__ = [
+    "bnext18_quant_config",
+    "bnext_18_quant",
     "bnext_large_quant",
     "bnext_middle_quant",
     "bnext_quant",
@@ -57,7 +78,24 @@ def official_quant_config(se_bits: int = 32) -> QuantConfig:
         linear_clip=25.0,
         activations="dynamic",
         image_input=None,
+        quantize_w32=True,
     )
+
+
+def bnext18_quant_config(se_bits: int = 8) -> QuantConfig:
+    """``birealnet_quant.py``'s quantisation: I-S-E-O = 8/8-se/2se-se/2se-8/8 (SE activations at twice the SE weight
+    bits), otherwise as :func:`official_quant_config`."""
+    if not 2 <= se_bits <= 8:
+        raise ValueError(f"bnext18_quant: se_bits must be 2..8 (its SE activations use 2*se_bits <= 16), got {se_bits}")
+    cfg = official_quant_config(se_bits)
+    cfg.squeeze = cfg.expand = (se_bits, 2 * se_bits)
+    return cfg
+
+
+def _add_unused_fc_scale(model: nn.Module) -> None:
+    # Official QuantizeLinear registers a scalar `scale` parameter (0.0) that its forward never reads; kept so that
+    # the state dict is the official one.
+    model.fc.register_parameter("scale", nn.Parameter(torch.zeros((), dtype=model.fc.weight.dtype)))
 
 
 def bnext_quant(
@@ -85,9 +123,43 @@ def bnext_quant(
             m.se[2].inplace = False  # as official (same values; keeps the pre-ReLU tensor for hooks)
     if quant:
         quantize_(model, official_quant_config(se_bits))
-        # Official QuantizeLinear registers a scalar `scale` parameter (0.0) that its forward never reads; kept so
-        # that the state dict is the official one.
-        model.fc.register_parameter("scale", nn.Parameter(torch.zeros((), dtype=model.fc.weight.dtype)))
+        _add_unused_fc_scale(model)
+    return model
+
+
+@register_model
+def bnext_18_quant(num_classes: int = 1000, se_bits: int = 8, quant: bool = True, **kw: Any) -> BNext18:
+    """BNext-18 of ``birealnet_quant.py`` (stem W8, SE W ``se_bits`` / A 2·``se_bits``, downsample W8/A8 with bias,
+    fc W8/A8); see the module docstring. ``**kw`` go to :class:`~onebit.models.bnext.BNext18` (``widths``,
+    ``small_stem``, ...)."""
+    model = BNext18(num_classes, **kw)
+    if not quant:
+        return model
+    cfg = bnext18_quant_config(se_bits)
+    quantize_(model, cfg)
+    if isinstance(model.maxpool, nn.Identity):  # birealnet_quant.py keeps its small CIFAR stem a plain conv
+        model.conv1.weight_bits, model.conv1.quantize_w32 = 32, False
+    for block in model.modules():
+        if isinstance(block, BNext18Block) and block.Attention.downsample is not None:
+            old = block.Attention.downsample[1]
+            new = QuantConv2d(
+                old.in_channels,
+                old.out_channels,
+                1,
+                bias=True,
+                device=old.weight.device,
+                dtype=old.weight.dtype,
+                weight_bits=8,
+                act_bits=8,
+                clip=cfg.conv_clip,
+                weight_scale=cfg.weight_scale,
+                quantize_w32=True,
+            )
+            with torch.no_grad():
+                new.weight.copy_(old.weight)
+                new.bias.zero_()
+            block.Attention.downsample[1] = new
+    _add_unused_fc_scale(model)
     return model
 
 
@@ -136,6 +208,15 @@ def quantized(base: dict, quant: dict, num_classes: int | None = None) -> nn.Mod
     return model
 
 
+register_layout(
+    OfficialLayout(
+        name="bnext18_quant",
+        build=bnext_18_quant,
+        key_map=official_key_map,
+        options=("se_bits",),
+        description="hpi-xnor/BNext src/birealnet_quant.py birealnet18(num_classes=1000, quant=True, se_bits)",
+    )
+)
 register_layout(
     OfficialLayout(
         name="bnext_tiny_quant",
