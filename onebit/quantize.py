@@ -292,7 +292,8 @@ class QuantMixin:
 
     @property
     def quantizes_weight(self) -> bool:
-        return self.weight_bits < FLOAT_BITS or self.quantize_w32
+        """The weight has integer codes (fewer than 32 bits); 32-bit weights with ``quantize_w32`` are not counted."""
+        return self.weight_bits < FLOAT_BITS
 
     @property
     def quantizes_input(self) -> bool:
@@ -317,7 +318,7 @@ class QuantMixin:
     def quantized_weight(self) -> Tensor:
         """The weight the forward uses (with the straight-through gradient to the float weight)."""
         w = self.weight
-        if not self.quantizes_weight:
+        if not (self.quantizes_weight or self.quantize_w32):
             return w
         s = self._weight_scale(w)
         return _ClipQuantSTE.apply(w / s, self.weight_clip_val, self.weight_bits, self._weight_dims(), None) * s
@@ -338,7 +339,7 @@ class QuantMixin:
         Raises:
             ValueError: the layer keeps a float weight (32 bits).
         """
-        if self.weight_bits >= FLOAT_BITS:
+        if not self.quantizes_weight:
             raise ValueError(f"{type(self).__name__}: a 32-bit (float) weight has no 8-bit integer codes")
         w = self.weight
         s = self._weight_scale(w)
