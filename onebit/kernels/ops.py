@@ -125,7 +125,7 @@ class PackedWeight:
         words: ``int64 [O, KH, KW, K]`` (reference layout).
         wq: ``int64 [ceil(O / 8), KH, KW * K, 8]`` (kernel layout: blocks of 8 output channels).
         wlo, whi: low/high nibbles of ``wq`` (the AVX2 kernel's operands).
-        corr: ``int32 [O, KH * KW]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
+        corr: ``int32 [KH * KW, O]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
     """
 
     words: Tensor
@@ -167,7 +167,7 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
     corr = None
     if padding:
         tap_sum = (2 * bits.to(torch.int32).sum(-1) - c).reshape(o, kh * kw)  # Σ ±1 over the channels of each tap
-        corr = (tap_sum * int(1 + pad_value)).to(torch.int32).contiguous()
+        corr = (tap_sum * int(1 + pad_value)).t().to(torch.int32).contiguous()
     return PackedWeight(
         words=words.contiguous(),
         wq=wq,
@@ -243,7 +243,7 @@ def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
         out_y = (ty < 0) | (ty >= h)
         out_x = (tx < 0) | (tx >= w)
         padded = (out_y[:, None, :, None] | out_x[None, :, None, :]).reshape(oh * ow, kh * kw)  # [OH*OW, T]
-        fix = padded.to(torch.int64) @ pw.corr.to(torch.int64).t()  # [OH*OW, O]
+        fix = padded.to(torch.int64) @ pw.corr.to(torch.int64)  # [OH*OW, O]
         dot = dot.reshape(n, oh * ow, -1) + fix[None]
     return dot.reshape(n, oh, ow, pw.out_channels).to(torch.int32)
 

@@ -7,7 +7,7 @@
  *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel reads the same layout split
  *                into low/high nibbles (wlo = w & 0x0F.., whi = (w >> 4) & 0x0F..), prepared by the caller.
  * For +-1 vectors of n values dot = n - 2 popcount(x XOR w). A zero border word reads as n values of -1, so a
- * padded tap contributes -sum(w_tap); the caller passes corr[o][tap] = (1 + pad_value) * sum(w_tap) (pad_value 0
+ * padded tap contributes -sum(w_tap); the caller passes corr[tap][o] = (1 + pad_value) * sum(w_tap) (pad_value 0
  * for the official zero padding), which is added for every tap that falls outside the input: exact zero padding.
  *
  * Every entry point takes the thread count (torch.get_num_threads() on the Python side) and uses OpenMP when the
@@ -48,7 +48,7 @@ typedef struct {
     const uint64_t *whi;
     int32_t o, kh, kw, c, stride, pad;
     int32_t oh, ow;
-    const int32_t *corr; /* [O, KH*KW] or NULL (no padding correction) */
+    const int32_t *corr; /* [KH*KW, O] or NULL (no padding correction) */
     /* epilogue */
     int32_t *out_int;   /* [N, OH, OW, O] or NULL */
     const float *scale; /* [O] y = dot * scale + bias */
@@ -126,14 +126,15 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
 }
 
 /* ------------------------------------------------------------------------------------------------ epilogue */
-/* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for np pixels starting at (b, y, x0). */
-static inline void ob_epilogue(const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t np, int32_t o0,
+/* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels starting at
+ * flat index pix0 (over N*OH*OW; a tile may span rows and images). */
+static inline void ob_epilogue(const ob_conv_args *a, int64_t pix0, int32_t np, int32_t o0,
                                int32_t dots[OB_TILE_P][OB_TILE_Q]) {
     const int32_t nq = (a->o - o0 < OB_TILE_Q) ? a->o - o0 : OB_TILE_Q;
-    const int32_t taps = a->kh * a->kw;
     for (int32_t p = 0; p < np; p++) {
-        const int32_t xo = x0 + p;
-        const int64_t pix = ((b * a->oh) + y) * a->ow + xo;
+        const int64_t pix = pix0 + p, ohw = (int64_t)a->oh * a->ow;
+        const int64_t b = pix / ohw;
+        const int32_t y = (int32_t)((pix % ohw) / a->ow), xo = (int32_t)(pix % a->ow);
         if (a->corr) {
             const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
             if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
@@ -141,7 +142,7 @@ static inline void ob_epilogue(const ob_conv_args *a, int64_t b, int32_t y, int3
                     for (int32_t kx = 0; kx < a->kw; kx++) {
                         const int32_t yy = iy + ky, xx = ix + kx;
                         if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
-                        for (int32_t q = 0; q < nq; q++) dots[p][q] += a->corr[(int64_t)(o0 + q) * taps + ky * a->kw + kx];
+                        for (int32_t q = 0; q < nq; q++) dots[p][q] += a->corr[(int64_t)(ky * a->kw + kx) * a->o + o0 + q];
                     }
                 }
             }
@@ -174,26 +175,28 @@ static inline void ob_epilogue(const ob_conv_args *a, int64_t b, int32_t y, int3
 /* Each kernel computes popcount(x XOR w) over the KH kernel rows (KW*K contiguous words each) for np pixels of one
  * output row and 8 output channels, then hands dot = KH*KW*C - 2 popcount to the epilogue. */
 
-#define OB_TILE_LOOP(KERNEL)                                                                                          \
-    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;                                                         \
-    const int32_t tiles = (a->ow + OB_TILE_P - 1) / OB_TILE_P;                                                     \
-    const int64_t work = (int64_t)a->n * a->oh * tiles;                                                            \
-    _Pragma("omp parallel for schedule(static) num_threads(a->nthreads)") for (int64_t it = 0; it < work; it++) { \
-        const int64_t row = it / tiles;                                                                            \
-        const int32_t x0 = (int32_t)(it % tiles) * OB_TILE_P;                                                     \
-        const int64_t b = row / a->oh;                                                                             \
-        const int32_t y = (int32_t)(row % a->oh);                                                                  \
-        const int32_t np = (a->ow - x0 < OB_TILE_P) ? a->ow - x0 : OB_TILE_P;                                     \
-        for (int32_t ob = 0; ob < o8; ob++) {                                                                      \
-            int32_t dots[OB_TILE_P][OB_TILE_Q];                                                                    \
-            if (np == OB_TILE_P) KERNEL(a, b, y, x0, ob, OB_TILE_P, dots);                                         \
-            else for (int32_t p = 0; p < np; p++) KERNEL(a, b, y, x0 + p, ob, 1, dots + p);                        \
-            ob_epilogue(a, b, y, x0, np, ob * OB_TILE_Q, dots);                                                    \
-        }                                                                                                          \
+#define OB_TILE_LOOP(KERNEL, EPI)                                                                             \
+    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;                                                    \
+    const int64_t npix = (int64_t)a->n * a->oh * a->ow;                                                       \
+    const int64_t tiles = (npix + OB_TILE_P - 1) / OB_TILE_P;                                                 \
+    _Pragma("omp parallel for schedule(static) num_threads(a->nthreads)") for (int64_t it = 0; it < tiles; it++) { \
+        const int64_t pix0 = it * OB_TILE_P;                                                                  \
+        const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;                   \
+        const uint64_t *xb[OB_TILE_P];                                                                        \
+        for (int32_t p = 0; p < np; p++) xb[p] = ob_xbase(a, pix0 + p);                                       \
+        for (int32_t ob = 0; ob < o8; ob++) {                                                                 \
+            int32_t dots[OB_TILE_P][OB_TILE_Q];                                                               \
+            if (np == OB_TILE_P) KERNEL(a, xb, ob, OB_TILE_P, dots);                                          \
+            else for (int32_t p = 0; p < np; p++) KERNEL(a, xb + p, ob, 1, dots + p);                         \
+            EPI(a, pix0, np, ob * OB_TILE_Q, dots);                                                           \
+        }                                                                                                     \
     }
 
-static inline const uint64_t *ob_xrow(const ob_conv_args *a, int64_t b, int32_t y, int32_t x, int32_t ky) {
-    return a->x + (((b * a->hp) + (int64_t)y * a->stride + ky) * a->wp + (int64_t)x * a->stride) * a->k;
+/* The first input word read by output pixel `pix` (top-left tap); kernel row ky starts ky * wp * k words later. */
+static inline const uint64_t *ob_xbase(const ob_conv_args *a, int64_t pix) {
+    const int64_t ohw = (int64_t)a->oh * a->ow, b = pix / ohw;
+    const int64_t y = (pix % ohw) / a->ow, x = pix % a->ow;
+    return a->x + (((b * a->hp) + y * a->stride) * a->wp + x * a->stride) * a->k;
 }
 
 static inline uint64_t ob_popcount_portable(uint64_t v) {
@@ -210,7 +213,7 @@ static inline uint64_t ob_popcount_portable(uint64_t v) {
     for (int32_t ky = 0; ky < a->kh; ky++) {                                                                        \
         const uint64_t *wr = a->wq + (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;                                  \
         const uint64_t *xr[OB_TILE_P];                                                                              \
-        for (int32_t p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);                                       \
+        for (int32_t p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;                                       \
         for (int32_t j = 0; j < J; j++) {                                                                           \
             for (int32_t p = 0; p < P; p++) {                                                                       \
                 const uint64_t xv = xr[p][j];                                                                       \
@@ -221,27 +224,76 @@ static inline uint64_t ob_popcount_portable(uint64_t v) {
     for (int32_t p = 0; p < P; p++)                                                                                 \
         for (int32_t q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * cnt[p][q];
 
-static inline void ob_kernel_portable(const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t ob, const int P,
+__attribute__((always_inline)) static inline void ob_kernel_portable(const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P,
                                       int32_t dots[][OB_TILE_Q]) {
     OB_SCALAR_KERNEL_BODY(ob_popcount_portable)
 }
 
-static void ob_conv_portable(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_portable) }
+static void ob_conv_portable(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_portable, ob_epilogue) }
 
 #if OB_X86 && defined(__GNUC__)
-__attribute__((target("popcnt"))) static inline void ob_kernel_popcnt(const ob_conv_args *a, int64_t b, int32_t y,
-                                                                        int32_t x0, int32_t ob, const int P,
+__attribute__((target("popcnt"), always_inline)) static inline void ob_kernel_popcnt(const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P,
                                                                         int32_t dots[][OB_TILE_Q]) {
     OB_SCALAR_KERNEL_BODY(__builtin_popcountll)
 }
 
-__attribute__((target("popcnt"))) static void ob_conv_popcnt(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_popcnt) }
+__attribute__((target("popcnt"))) static void ob_conv_popcnt(const ob_conv_args *a) {
+    OB_TILE_LOOP(ob_kernel_popcnt, ob_epilogue)
+}
+
+/* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile. */
+__attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_avx2(const ob_conv_args *a, int64_t pix0, int32_t np,
+                                                                     int32_t o0,
+                                                                     int32_t dots[OB_TILE_P][OB_TILE_Q]) {
+    if (a->o - o0 < OB_TILE_Q || (a->res && (o0 % a->res_c) + OB_TILE_Q > a->res_c)) {
+        ob_epilogue(a, pix0, np, o0, dots);
+        return;
+    }
+    const __m256 fzero = _mm256_setzero_ps();
+    for (int32_t p = 0; p < np; p++) {
+        const int64_t pix = pix0 + p, ohw = (int64_t)a->oh * a->ow;
+        const int64_t b = pix / ohw;
+        const int32_t y = (int32_t)((pix % ohw) / a->ow), xo = (int32_t)(pix % a->ow);
+        __m256i d = _mm256_loadu_si256((const __m256i *)dots[p]);
+        if (a->corr) {
+            const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
+            if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
+                for (int32_t ky = 0; ky < a->kh; ky++) {
+                    for (int32_t kx = 0; kx < a->kw; kx++) {
+                        const int32_t yy = iy + ky, xx = ix + kx;
+                        if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
+                        d = _mm256_add_epi32(
+                            d, _mm256_loadu_si256((const __m256i *)(a->corr + (int64_t)(ky * a->kw + kx) * a->o + o0)));
+                    }
+                }
+            }
+        }
+        if (a->out_int) _mm256_storeu_si256((__m256i *)(a->out_int + pix * a->o + o0), d);
+        if (!a->out_f && !a->out_bits) continue;
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(a->scale + o0));
+        if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + o0));
+        if (a->res) v = _mm256_add_ps(v, _mm256_loadu_ps(a->res + pix * a->res_c + (o0 % a->res_c)));
+        if (a->act_in) v = _mm256_add_ps(v, _mm256_loadu_ps(a->act_in + o0));
+        if (a->slope) {
+            const __m256 pos = _mm256_cmp_ps(v, fzero, _CMP_GT_OQ);
+            v = _mm256_blendv_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a->slope + o0)), v, pos);
+        }
+        if (a->act_out) v = _mm256_add_ps(v, _mm256_loadu_ps(a->act_out + o0));
+        if (a->out_f) _mm256_storeu_ps(a->out_f + pix * a->o + o0, v);
+        if (a->out_bits) {
+            const __m256 t = a->thresh ? _mm256_add_ps(v, _mm256_loadu_ps(a->thresh + o0)) : v;
+            const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_GE_OQ));
+            const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph;
+            const int64_t opix = ((b * hpo) + y + a->bph) * wpo + xo + a->bpw;
+            a->out_bits[opix * a->bk * 8 + o0 / 8] = (uint8_t)byte;
+        }
+    }
+}
 
 /* AVX2: 4 channels (one 64-bit lane each) per 256-bit vector, two vectors per tile. Popcount by the nibble lookup
  * (vpshufb) into byte counters, emptied into 64-bit lanes with vpsadbw before a byte can overflow (<= 8 per word,
  * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
-__attribute__((target("avx2,popcnt"))) static inline void ob_kernel_avx2(const ob_conv_args *a, int64_t b, int32_t y,
-                                                                           int32_t x0, int32_t ob, const int P,
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2(const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P,
                                                                            int32_t dots[][OB_TILE_Q]) {
     const int32_t J = a->kw * a->k;
     const int32_t nbits = a->kh * a->kw * a->c;
@@ -249,56 +301,57 @@ __attribute__((target("avx2,popcnt"))) static inline void ob_kernel_avx2(const o
                                          2, 3, 2, 3, 3, 4);
     const __m256i nib = _mm256_set1_epi8(0x0F);
     const __m256i zero = _mm256_setzero_si256();
-    __m256i acc[OB_TILE_P][2], tot[OB_TILE_P][2];
-    for (int p = 0; p < P; p++) {
-        acc[p][0] = acc[p][1] = zero;
-        tot[p][0] = tot[p][1] = zero;
-    }
-    int32_t pending = 0;
+    /* 64-bit totals live in memory: touched once per <= 31 words, so the byte counters keep the registers */
+    int64_t tot[OB_TILE_P][8] __attribute__((aligned(32))) = {{0}};
     for (int32_t ky = 0; ky < a->kh; ky++) {
         const int64_t woff = (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
         const uint64_t *wl = a->wlo + woff, *wh = a->whi + woff;
         const uint64_t *xr[OB_TILE_P];
-        for (int p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);
-        for (int32_t j = 0; j < J; j++) {
-            const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8));
-            const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4));
-            const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8));
-            const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4));
-            for (int p = 0; p < P; p++) {
-                const __m256i xv = _mm256_set1_epi64x((long long)xr[p][j]);
-                const __m256i xl = _mm256_and_si256(xv, nib);
-                const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
-                acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)));
-                acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)));
-                acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)));
-                acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)));
-            }
-            if (++pending == 31) {
+        for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
+        for (int32_t j0 = 0; j0 < J; j0 += 31) {
+            const int32_t j1 = (J - j0 < 31) ? J : j0 + 31;
+            __m256i acc[OB_TILE_P][2];
+            for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = zero;
+            for (int32_t j = j0; j < j1; j++) {
+                const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8));
+                const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4));
+                const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8));
+                const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4));
                 for (int p = 0; p < P; p++) {
-                    tot[p][0] = _mm256_add_epi64(tot[p][0], _mm256_sad_epu8(acc[p][0], zero));
-                    tot[p][1] = _mm256_add_epi64(tot[p][1], _mm256_sad_epu8(acc[p][1], zero));
-                    acc[p][0] = acc[p][1] = zero;
+                    const __m256i xv = _mm256_set1_epi64x((long long)xr[p][j]);
+                    const __m256i xl = _mm256_and_si256(xv, nib);
+                    const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
+                    acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)),
+                                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0))));
+                    acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)),
+                                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1))));
                 }
-                pending = 0;
+            }
+            for (int p = 0; p < P; p++) {
+                __m256i *t0 = (__m256i *)tot[p], *t1 = (__m256i *)(tot[p] + 4);
+                _mm256_store_si256(t0, _mm256_add_epi64(_mm256_load_si256(t0), _mm256_sad_epu8(acc[p][0], zero)));
+                _mm256_store_si256(t1, _mm256_add_epi64(_mm256_load_si256(t1), _mm256_sad_epu8(acc[p][1], zero)));
             }
         }
     }
+    const __m256i nb = _mm256_set1_epi32(nbits);
     for (int p = 0; p < P; p++) {
-        int64_t c8[8];
-        tot[p][0] = _mm256_add_epi64(tot[p][0], _mm256_sad_epu8(acc[p][0], zero));
-        tot[p][1] = _mm256_add_epi64(tot[p][1], _mm256_sad_epu8(acc[p][1], zero));
-        _mm256_storeu_si256((__m256i *)c8, tot[p][0]);
-        _mm256_storeu_si256((__m256i *)(c8 + 4), tot[p][1]);
-        for (int q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * (int32_t)c8[q];
+        const __m256i lo = _mm256_load_si256((const __m256i *)tot[p]);
+        const __m256i hi = _mm256_load_si256((const __m256i *)(tot[p] + 4));
+        /* the low 32 bits of the 8 64-bit counts, in channel order */
+        const __m256 s = _mm256_shuffle_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), _MM_SHUFFLE(2, 0, 2, 0));
+        const __m256i cnt = _mm256_permute4x64_epi64(_mm256_castps_si256(s), _MM_SHUFFLE(3, 1, 2, 0));
+        _mm256_storeu_si256((__m256i *)dots[p], _mm256_sub_epi32(nb, _mm256_slli_epi32(cnt, 1)));
     }
 }
 
-__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2(const ob_conv_args *a) { OB_TILE_LOOP(ob_kernel_avx2) }
+__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2(const ob_conv_args *a) {
+    OB_TILE_LOOP(ob_kernel_avx2, ob_epilogue_avx2)
+}
 
 /* AVX-512 VPOPCNTDQ: the 8 channels of a tile are one 512-bit vector; popcount per 64-bit lane directly. */
-__attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static inline void ob_kernel_avx512(
-    const ob_conv_args *a, int64_t b, int32_t y, int32_t x0, int32_t ob, const int P, int32_t dots[][OB_TILE_Q]) {
+__attribute__((target("avx512f,avx512vpopcntdq,popcnt"), always_inline)) static inline void ob_kernel_avx512(
+    const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P, int32_t dots[][OB_TILE_Q]) {
     const int32_t J = a->kw * a->k;
     const int32_t nbits = a->kh * a->kw * a->c;
     __m512i acc[OB_TILE_P];
@@ -306,7 +359,7 @@ __attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static inline void ob_
     for (int32_t ky = 0; ky < a->kh; ky++) {
         const uint64_t *wr = a->wq + (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
         const uint64_t *xr[OB_TILE_P];
-        for (int p = 0; p < P; p++) xr[p] = ob_xrow(a, b, y, x0 + p, ky);
+        for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
         for (int32_t j = 0; j < J; j++) {
             const __m512i wv = _mm512_loadu_si512((const void *)(wr + j * 8));
             for (int p = 0; p < P; p++) {
@@ -323,7 +376,7 @@ __attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static inline void ob_
 }
 
 __attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static void ob_conv_avx512(const ob_conv_args *a) {
-    OB_TILE_LOOP(ob_kernel_avx512)
+    OB_TILE_LOOP(ob_kernel_avx512, ob_epilogue_avx2)
 }
 #endif
 
