@@ -654,6 +654,7 @@ def export_onnx(
             # the TorchScript exporter announces its deprecation on every call; the choice is documented above
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")  # F.pad's Slice: harmless
             kwargs: dict[str, Any] = {
                 "input_names": ["input"],
                 "output_names": ["logits"],

@@ -102,7 +102,8 @@ def test_bit_layout_and_folded_scale_match_the_latent_weights(tmp_path):
     assert torch.equal(bits, ref)
     assert torch.equal(unpack_bits(bits, flat.shape[1], dim=1), flat >= 0)
     assert torch.equal(scale, channel_abs_mean(w).reshape(-1))
-    torch.testing.assert_close(scale.double(), flat.double().abs().mean(dim=1), rtol=1e-6, atol=0)
+    ref64 = flat.double().abs().mean(dim=1)
+    assert bool(((scale.double() - ref64).abs() <= 1e-6 * ref64).all())  # (not assert_close: it imports DTensor, 5 s)
 
 
 def test_bnext_has_no_scales_and_refuses_the_progressive_regime(tmp_path):

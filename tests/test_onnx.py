@@ -1,0 +1,166 @@
+"""ONNX export of the inference graph, checked against onnxruntime on every registered model.
+
+Criterion: max |logits_onnxruntime - logits_torch_eval| <= 1e-5 * max(1, max |logits_torch_eval|) on a random batch
+(float32 both sides; the relative form because a fresh BNext with random BN statistics has logits of 1e6 and more).
+"""
+
+import pytest
+import torch
+from torch import nn
+
+import onebit
+from onebit.binarize import SignSTE, set_temperature
+from onebit.cli import main
+from onebit.export import ExportError, compare_onnx, export_onnx, inference_model
+from onebit.layers import BinaryConv2d
+from onebit.layers.binary import BinaryMixin
+from onebit.models.io import input_channels
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import numpy_helper  # noqa: E402
+
+#: Ops that would betray straight-through or latent-weight arithmetic left in the graph (clamps, abs-means, divisions
+#: by the temperature, data-dependent branches) or a padding that is not the conv's own zero padding.
+STE_OPS = {"Clip", "Abs", "ReduceMean", "Div", "Min", "Max", "If", "Loop", "Pad", "Where", "GreaterOrEqual"}
+
+#: The bundled-digits members of the zoo export in about a second; the ImageNet models take 3-20 s each.
+FAST = {"bnext_digits", "bnext18_digits", "reactnet_digits", "resnet_digits"}
+MODELS = [
+    pytest.param(n, marks=() if n in FAST else pytest.mark.slow)
+    for n in onebit.list_models()
+    if n != "quantized"  # an entrypoint that rewrites another model, covered by test_quantized_models_are_refused
+]
+
+
+def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    set_temperature(model, 0.0)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model.eval()
+
+
+def _graph(path):
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    return g, inits, producer
+
+
+def _constant(name, inits, producer):
+    """The array behind ``name``, following Identity nodes (the exporter deduplicates equal initializers)."""
+    while name not in inits:
+        node = producer[name]
+        if node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        assert node.op_type == "Identity", node.op_type
+        name = node.input[0]
+    return inits[name]
+
+
+def _check_graph(path, model):
+    """No STE ops; every binary conv reads a Sign and holds a scale * (±1) weight with zero padding in its pads."""
+    g, inits, producer = _graph(path)
+    ops = {n.op_type for n in g.node}
+    assert not ops & STE_OPS, ops & STE_OPS
+    binary = [m for m in model.modules() if isinstance(m, BinaryMixin) and m.binarize_input and m.binarize_weight]
+    fed_by_sign = [
+        n for n in g.node if n.op_type == "Conv" and n.input[0] in producer and producer[n.input[0]].op_type == "Sign"
+    ]
+    assert len(fed_by_sign) == len(binary) > 0
+    for node in fed_by_sign:
+        w = torch.from_numpy(_constant(node.input[1], inits, producer).copy())
+        mag = w.reshape(w.shape[0], -1).abs()
+        assert bool(((mag == 0) | (mag == mag.amax(dim=1, keepdim=True))).all()), node.name  # scale * (±1)
+        attrs = {a.name: list(a.ints) for a in node.attribute}
+        k = attrs["kernel_shape"]
+        assert attrs.get("pads", [0] * 4) == [k[0] // 2, k[1] // 2] * 2  # zero padding after the sign, as official
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_model_matches_onnxruntime(tmp_path, name):
+    torch.manual_seed(0)
+    model = _trained_like(onebit.create_model(name))
+    c = input_channels(model)
+    res = 16 if name in FAST else 32
+    report = export_onnx(model, tmp_path / f"{name}.onnx", (1, c, res, res))
+    assert report["exporter"] == "torchscript" and report["ops"]["Sign"] >= 1
+    diff = compare_onnx(model, tmp_path / f"{name}.onnx", torch.randn(3, c, res, res))
+    assert diff["max_abs_diff"] <= 1e-5 * diff["logit_scale"], diff
+    _check_graph(tmp_path / f"{name}.onnx", model)
+
+
+def test_inference_model_leaves_the_model_alone_and_computes_the_same():
+    torch.manual_seed(0)
+    model = _trained_like(onebit.create_model("bnext18_digits"))
+    model.train()
+    latent = [m.weight.clone() for m in model.modules() if isinstance(m, BinaryMixin)]
+    inf = inference_model(model)
+    assert model.training
+    assert all(
+        torch.equal(a, m.weight) for a, m in zip(latent, [m for m in model.modules() if isinstance(m, BinaryMixin)])
+    )
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(inf(x), model.eval()(x))
+
+
+def test_sign_of_zero_and_explicit_pad_value_are_kept(tmp_path):
+    """Exact zeros in the input: Sign(0) = 0 as the eval model; a ±1 pad value becomes a Pad node with that value;
+    a binarizer with sign(0) = +1 becomes a comparison x >= 0."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 6, 6)
+    x[:, :, 2:4, 1] = 0.0
+    cases = [
+        (BinaryConv2d(4, 5, 3, padding=1), {"Sign"}, set()),
+        (BinaryConv2d(4, 5, 3, padding=1, pad_value=-1.0), {"Sign", "Pad"}, set()),
+        (BinaryConv2d(4, 5, 3, padding=1, input_binarizer=SignSTE(zero=1.0)), {"GreaterOrEqual", "Where"}, {"Sign"}),
+    ]
+    for i, (conv, present, absent) in enumerate(cases):
+        model = nn.Sequential(conv, nn.Flatten()).eval()
+        path = tmp_path / f"c{i}.onnx"
+        export_onnx(model, path, (1, 4, 6, 6))
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert present <= ops and not absent & ops, ops
+        diff = compare_onnx(model, path, x)
+        assert diff["max_abs_diff"] <= 1e-5 * diff["logit_scale"], (i, diff)
+        if i == 1:
+            g, inits, producer = _graph(path)
+            pad = next(n for n in g.node if n.op_type == "Pad")
+            assert float(_constant(pad.input[2], inits, producer)) == -1.0
+
+
+def test_progressive_regime_and_quantized_models_are_refused(tmp_path):
+    from onebit.quantize import quantize_
+
+    with pytest.raises(ExportError, match="set_temperature"):
+        export_onnx(onebit.create_model("bnext_digits"), tmp_path / "m.onnx", (1, 1, 16, 16))
+    model = _trained_like(onebit.create_model("bnext_digits"))
+    quantize_(model)
+    with pytest.raises(ExportError, match="quantised layers have no ONNX form"):
+        export_onnx(model, tmp_path / "m.onnx", (1, 1, 16, 16))
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_exports_onnx_and_checks_it(tmp_path, capsys):
+    out = tmp_path / "r.onnx"
+    code = main(["export", "reactnet_digits", "--format", "onnx", "--out", str(out), "--resolution", "16"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert out.exists() and "onnxruntime vs eval model" in text and "ok" in text
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_agrees(tmp_path):
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    model = _trained_like(onebit.create_model("reactnet_digits"))
+    report = export_onnx(model, tmp_path / "d.onnx", (1, 1, 16, 16), dynamo=True)
+    assert report["exporter"] == "dynamo"
+    diff = compare_onnx(model, tmp_path / "d.onnx", torch.randn(3, 1, 16, 16))
+    assert diff["max_abs_diff"] <= 1e-5 * diff["logit_scale"], diff
+    assert not set(report["ops"]) & STE_OPS
