@@ -277,12 +277,14 @@ class QuantMixin:
         self.quantize_input = bool(quantize_input)
         self.quantize_w32 = bool(quantize_w32)
         self.activations = activations
-        dev, dt = self.weight.device, self.weight.dtype
-        self.register_buffer("weight_clip_val", torch.tensor([-clip, clip], device=dev, dtype=dt))  # type: ignore[attr-defined]
-        self.register_buffer(self._act_clip_name, torch.tensor([-clip, clip], device=dev, dtype=dt))  # type: ignore[attr-defined]
+        like = dict(device=self.weight.device, dtype=self.weight.dtype)
+        register = self.register_buffer  # type: ignore[attr-defined]
+        # [lo, hi] clip values, buffers under the official names (state dicts of the released quantised models).
+        register("weight_clip_val", torch.tensor([-clip, clip], **like))
+        register(self._act_clip_name, torch.tensor([-clip, clip], **like))
         if activations == "calibrated" and self.quantizes_input:
             # (min, max) of the layer input over the calibration batches; NaN until calibrate() ran.
-            self.register_buffer("act_range", torch.full((2,), float("nan"), device=dev, dtype=dt))  # type: ignore[attr-defined]
+            register("act_range", torch.full((2,), float("nan"), **like))
         self._observing = False
 
     @property

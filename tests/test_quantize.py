@@ -391,11 +391,9 @@ def test_official_quant_import_export_and_se_bits():
     se = model.feature[1].Attention.se.se
     assert (se[1].weight_bits, se[1].act_bits, se[3].weight_bits, se[3].act_bits) == (8, 8, 8, 8)
     assert not model.feature[0].conv1.quantizes_input and model.fc.act_bits == 8
-    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        out8 = model(x)
-        out4 = load_official("bnext_tiny_quant", state, se_bits=4)(x)
-    assert torch.isfinite(out8).all() and not torch.equal(out8, out4)
+        assert torch.isfinite(model(torch.randn(1, 3, 32, 32))).all()
+    # (what se_bits does to the forward is checked against the float64 reference below, on a small network)
     with pytest.raises(TypeError, match="takes only 'se_bits'"):
         load_official("bnext_tiny_quant", state, bits=4)
     with pytest.raises(TypeError, match="takes no options"):
