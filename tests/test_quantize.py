@@ -552,3 +552,30 @@ def test_quantize_command(trained, tmp_path, capsys):
     assert "expected 4 groups" in capsys.readouterr().out
     assert main(["quantize", "bnext_digits", "--bits", "8/8"]) == 2
     assert "give --out" in capsys.readouterr().out
+
+
+def test_quantize_command_on_a_run_directory(trained, tmp_path, capsys):
+    """A run directory: the model of its last checkpoint and the data of its config.json (here 64 val images)."""
+    from onebit.config import ModelConfig, RunConfig, save_json
+    from onebit.train.checkpoint import save_weights
+
+    run = tmp_path / "run"
+    cfg = RunConfig(
+        model=ModelConfig(name="bnext_digits", num_classes=10), data=DataConfig(limit_train=64, limit_val=64)
+    )
+    save_json(cfg, run / "config.json")
+    last = run / "checkpoints" / "last"
+    save_weights(trained, last / "model.safetensors")
+    torch.save({}, last / "state.pt")
+    (last / "meta.json").write_text("{}")
+    assert main(["quantize", str(run), "--bits", "8/4-4/8-4/4-8/8", "--calibrate", "1"]) == 0
+    out = run / "quantized" / "8_4-4_8-4_4-8_8"
+    report = json.loads((out / "quantize.json").read_text())
+    assert report["data"].endswith("64 train / 64 val") and report["config"]["activations"] == "calibrated"
+    assert report["layers"]["feature.0.conv1"]["input_quantized"]  # 4-bit image input
+    assert set(report["calibration"]) == {n for n, v in report["layers"].items() if v["input_quantized"]}
+    val = build_data(cfg.data).val
+    assert report["before"] == evaluate(_copy(trained), val, torch.device("cpu"))
+    loaded, _ = load_model(out)
+    assert report["after"] == evaluate(loaded, val, torch.device("cpu"))
+    assert "calibrated (1 batches)" in capsys.readouterr().out
