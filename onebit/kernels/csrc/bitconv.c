@@ -295,11 +295,10 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
  * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2(const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P,
                                                                            int32_t dots[][OB_TILE_Q]) {
-    const int32_t J = a->kw * a->k;
+    const int32_t J = a->kw * (a->k / 2); /* a->x holds nibble-split pairs: 2 words per packed word */
     const int32_t nbits = a->kh * a->kw * a->c;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
-    const __m256i nib = _mm256_set1_epi8(0x0F);
     const __m256i zero = _mm256_setzero_si256();
     /* 64-bit totals live in memory: touched once per <= 31 words, so the byte counters keep the registers */
     int64_t tot[OB_TILE_P][8] __attribute__((aligned(32))) = {{0}};
@@ -318,9 +317,8 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
                 const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8));
                 const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4));
                 for (int p = 0; p < P; p++) {
-                    const __m256i xv = _mm256_set1_epi64x((long long)xr[p][j]);
-                    const __m256i xl = _mm256_and_si256(xv, nib);
-                    const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
+                    const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]);
+                    const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]);
                     acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)),
                                                                            _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0))));
                     acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)),
@@ -345,8 +343,30 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
     }
 }
 
-__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2(const ob_conv_args *a) {
+__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_conv_args *a) {
     OB_TILE_LOOP(ob_kernel_avx2, ob_epilogue_avx2)
+}
+
+/* The AVX2 kernel reads the input split into nibbles (low, high) word pairs: one pass over the input (small next
+ * to the convolution's work) saves the split on every (pixel, word, output block) in the inner loop. Returns 0 when
+ * the temporary buffer cannot be allocated. */
+__attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_args *a) {
+    const int64_t words = (int64_t)a->n * a->hp * a->wp * a->k;
+    uint64_t *xs = (uint64_t *)malloc((size_t)(2 * words + 4) * sizeof(uint64_t));
+    if (!xs) return 0;
+    const uint64_t m = 0x0F0F0F0F0F0F0F0FULL;
+#pragma omp parallel for schedule(static) num_threads(a->nthreads)
+    for (int64_t i = 0; i < words; i++) {
+        const uint64_t v = a->x[i];
+        xs[2 * i] = v & m;
+        xs[2 * i + 1] = (v >> 4) & m;
+    }
+    ob_conv_args s = *a;
+    s.x = xs;
+    s.k = 2 * a->k;
+    ob_conv_avx2_split(&s);
+    free(xs);
+    return 1;
 }
 
 /* AVX-512 VPOPCNTDQ: the 8 channels of a tile are one 512-bit vector; popcount per 64-bit lane directly. */
@@ -388,10 +408,7 @@ int ob_conv(const ob_conv_args *a) {
         ob_conv_avx512(a);
         return isa;
     }
-    if (isa == OB_ISA_AVX2 && a->wlo && a->whi) {
-        ob_conv_avx2(a);
-        return isa;
-    }
+    if (isa == OB_ISA_AVX2 && a->wlo && a->whi && ob_conv_avx2(a)) return isa;
     if (isa >= OB_ISA_POPCNT) {
         ob_conv_popcnt(a);
         return OB_ISA_POPCNT;
@@ -431,26 +448,27 @@ __attribute__((target("popcnt"))) static uint64_t ob_ceiling_popcnt(int64_t iter
 }
 
 __attribute__((target("avx2,popcnt"))) static uint64_t ob_ceiling_avx2(int64_t iters, uint64_t seed, int32_t *bpr) {
-    /* the same instruction mix as ob_kernel_avx2: split input nibbles, XOR with split weights, 2 lookups, 2 adds */
+    /* the instruction mix of ob_kernel_avx2's inner loop per 256 bits: XOR of the low and the high nibbles, two
+     * lookups, two byte adds (inputs pre-split, as the kernel's); the byte counters emptied every 31 rounds */
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
-    const __m256i nib = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
-    __m256i wl = _mm256_set1_epi64x((long long)(seed & 0x0F0F0F0F0F0F0F0FULL));
-    __m256i wh = _mm256_set1_epi64x((long long)((seed >> 4) & 0x0F0F0F0F0F0F0F0FULL));
-    __m256i acc[8], tot = zero;
-    for (int i = 0; i < 8; i++) acc[i] = zero;
-    __m256i xv = _mm256_set1_epi64x((long long)seed);
-    const __m256i step = _mm256_set1_epi64x(1);
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i wl[8], wh[8], acc[8], tot = zero;
+    for (int i = 0; i < 8; i++) {
+        wl[i] = _mm256_set1_epi64x((long long)((seed * (i + 3)) & 0x0F0F0F0F0F0F0F0FULL));
+        wh[i] = _mm256_set1_epi64x((long long)(((seed * (i + 5)) >> 4) & 0x0F0F0F0F0F0F0F0FULL));
+        acc[i] = zero;
+    }
+    __m256i xl = _mm256_set1_epi64x((long long)(seed & 0x0F0F0F0F0F0F0F0FULL));
+    __m256i xh = _mm256_set1_epi64x((long long)((seed >> 4) & 0x0F0F0F0F0F0F0F0FULL));
+    const __m256i step = _mm256_set1_epi8(1);
     for (int64_t it = 0; it < iters; it += 31) {
         for (int r = 0; r < 31; r++) {
-            xv = _mm256_add_epi64(xv, step);
-            const __m256i xl = _mm256_and_si256(xv, nib);
-            const __m256i xh = _mm256_and_si256(_mm256_srli_epi64(xv, 4), nib);
-            for (int i = 0; i < 8; i++) {
-                const __m256i wli = _mm256_add_epi64(wl, _mm256_set1_epi64x(i)), whi = _mm256_add_epi64(wh, _mm256_set1_epi64x(i));
-                acc[i] = _mm256_add_epi8(acc[i], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wli)));
-                acc[i] = _mm256_add_epi8(acc[i], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, whi)));
-            }
+            xl = _mm256_add_epi8(xl, step);
+            xh = _mm256_add_epi8(xh, step);
+            for (int i = 0; i < 8; i++)
+                acc[i] = _mm256_add_epi8(acc[i], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl[i])),
+                                                                 _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh[i]))));
         }
         for (int i = 0; i < 8; i++) {
             tot = _mm256_add_epi64(tot, _mm256_sad_epu8(acc[i], zero));
