@@ -298,3 +298,16 @@ def test_ctrl_c_stops_every_rank_at_the_same_step_and_resumes(tmp_path):
     lines = (out / "metrics.jsonl").read_text().splitlines()
     steps = [r["global_step"] for r in map(json.loads, lines) if r["type"] == "step"]
     assert steps == list(range(1, 25)) and len(lines) == len(set(lines))
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_nan_loss_stops_every_rank(tmp_path):
+    # lr 1e37 overflows the weights at the first update; the next loss is NaN on both ranks' shares alike, and the
+    # reduced loss makes them stop together before backward (no rank is left waiting in DDP's all-reduce)
+    out = tmp_path / "r"
+    p = _torchrun("--smoke", *DDP_ARGS, "stages.*.optim.lr=1e37", "stages.*.schedule.name=constant", "--out", str(out))
+    assert p.returncode != 0
+    assert "training stopped: loss is nan" in p.stdout, p.stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "diverged" and "nan" in info["message"]

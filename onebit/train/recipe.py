@@ -256,11 +256,14 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
         if world.is_main:
             _status(run_dir, "diverged", message=str(e))
         metrics.close()
+        # torchrun kills the other ranks as soon as one exits non-zero: wait until rank 0's files are written
+        dist_utils.barrier()
         raise TrainingDiverged(f"training stopped: {e}; {where}") from None
     except RunInterrupted:
         if world.is_main:
             _status(run_dir, "interrupted")
         metrics.close()
+        dist_utils.barrier()  # as above: the checkpoint and run.json are complete before any rank exits
         raise
     metrics.close()
     summary = None
