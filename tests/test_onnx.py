@@ -29,7 +29,7 @@ FAST = {"bnext_digits", "bnext18_digits", "reactnet_digits", "resnet_digits"}
 MODELS = [
     pytest.param(n, marks=() if n in FAST else pytest.mark.slow)
     for n in onebit.list_models()
-    if n != "quantized"  # an entrypoint that rewrites another model, covered by test_quantized_models_are_refused
+    if n != "quantized"  # rebuilds a model rewritten by quantize_: covered by test_quantized_model_matches_onnxruntime
 ]
 
 
@@ -63,10 +63,16 @@ def _constant(name, inits, producer):
 
 
 def _check_graph(path, model):
-    """No STE ops; every binary conv reads a Sign and holds a scale * (±1) weight with zero padding in its pads."""
+    """No STE ops; every binary conv reads a Sign and holds a scale * (±1) weight with zero padding in its pads.
+
+    A quantised model's input quantisers legitimately clip (Min/Max) and scale (Div) their activations, and Round;
+    its weights are constants all the same (no Abs/ReduceMean of an abs-mean scale, no Clip)."""
     g, inits, producer = _graph(path)
     ops = {n.op_type for n in g.node}
-    assert not ops & STE_OPS, ops & STE_OPS
+    quantizes_input = any(getattr(m, "quantizes_input", False) for m in model.modules())
+    assert ("Round" in ops) == quantizes_input
+    forbidden = STE_OPS - {"Div", "Min", "Max"} if quantizes_input else STE_OPS
+    assert not ops & forbidden, ops & forbidden
     binary = [m for m in model.modules() if isinstance(m, BinaryMixin) and m.binarize_input and m.binarize_weight]
     fed_by_sign = [
         n for n in g.node if n.op_type == "Conv" and n.input[0] in producer and producer[n.input[0]].op_type == "Sign"
@@ -134,16 +140,26 @@ def test_sign_of_zero_and_explicit_pad_value_are_kept(tmp_path):
             assert float(_constant(pad.input[2], inits, producer)) == -1.0
 
 
-def test_progressive_regime_and_quantized_models_are_refused(tmp_path):
-    from onebit.quantize import quantize_
-
+def test_progressive_regime_is_refused(tmp_path):
     with pytest.raises(ExportError, match="set_temperature"):
         export_onnx(onebit.create_model("bnext_digits"), tmp_path / "m.onnx", (1, 1, 16, 16))
-    model = _trained_like(onebit.create_model("bnext_digits"))
-    quantize_(model)
-    with pytest.raises(ExportError, match="quantised layers have no ONNX form"):
-        export_onnx(model, tmp_path / "m.onnx", (1, 1, 16, 16))
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("bits", ["8/8-4/8-4/8-8/8", pytest.param("4/4-2/8-8/6-8/16", marks=pytest.mark.slow)])
+def test_quantized_model_matches_onnxruntime(tmp_path, bits):
+    """quantize_ on a BNext: constant quantised weights, input quantisers as Min/Max/Div/Round ops."""
+    from onebit.export import QuantizedInference
+    from onebit.quantize import quantize_
+
+    torch.manual_seed(0)
+    model = _trained_like(onebit.create_model("bnext_digits"))
+    quantize_(model, bits)
+    assert sum(isinstance(m, QuantizedInference) for m in inference_model(model).modules()) == 2 * 13 + 2
+    export_onnx(model, tmp_path / "q.onnx", (1, 1, 16, 16))
+    diff = compare_onnx(model, tmp_path / "q.onnx", torch.randn(3, 1, 16, 16))
+    assert diff["max_abs_diff"] <= 1e-5 * diff["logit_scale"], diff
+    _check_graph(tmp_path / "q.onnx", model)
 
 
 def test_cli_exports_onnx_and_checks_it(tmp_path, capsys):
