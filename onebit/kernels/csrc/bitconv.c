@@ -126,15 +126,28 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
 }
 
 /* ------------------------------------------------------------------------------------------------ epilogue */
-/* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels starting at
- * flat index pix0 (over N*OH*OW; a tile may span rows and images). */
-static inline void ob_epilogue(const ob_conv_args *a, int64_t pix0, int32_t np, int32_t o0,
+/* Coordinates of one output pixel, computed once per tile (not per channel block: divisions are slow). */
+typedef struct {
+    int64_t pix, b; /* flat index over N*OH*OW, image */
+    int32_t y, x;
+} ob_pix;
+
+static inline void ob_pixel(const ob_conv_args *a, int64_t pix, ob_pix *o) {
+    const int64_t ohw = (int64_t)a->oh * a->ow;
+    o->pix = pix;
+    o->b = pix / ohw;
+    o->y = (int32_t)((pix % ohw) / a->ow);
+    o->x = (int32_t)(pix % a->ow);
+}
+
+/* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels pi[0..np)
+ * (consecutive flat indices; a tile may span rows and images). */
+static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t np, int32_t o0,
                                int32_t dots[OB_TILE_P][OB_TILE_Q]) {
     const int32_t nq = (a->o - o0 < OB_TILE_Q) ? a->o - o0 : OB_TILE_Q;
     for (int32_t p = 0; p < np; p++) {
-        const int64_t pix = pix0 + p, ohw = (int64_t)a->oh * a->ow;
-        const int64_t b = pix / ohw;
-        const int32_t y = (int32_t)((pix % ohw) / a->ow), xo = (int32_t)(pix % a->ow);
+        const int64_t pix = pi[p].pix, b = pi[p].b;
+        const int32_t y = pi[p].y, xo = pi[p].x;
         if (a->corr) {
             const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
             if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
@@ -183,20 +196,22 @@ static inline void ob_epilogue(const ob_conv_args *a, int64_t pix0, int32_t np, 
         const int64_t pix0 = it * OB_TILE_P;                                                                  \
         const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;                   \
         const uint64_t *xb[OB_TILE_P];                                                                        \
-        for (int32_t p = 0; p < np; p++) xb[p] = ob_xbase(a, pix0 + p);                                       \
+        ob_pix pi[OB_TILE_P];                                                                                 \
+        for (int32_t p = 0; p < np; p++) {                                                                    \
+            ob_pixel(a, pix0 + p, pi + p);                                                                    \
+            xb[p] = ob_xbase(a, pi + p);                                                                      \
+        }                                                                                                     \
         for (int32_t ob = 0; ob < o8; ob++) {                                                                 \
             int32_t dots[OB_TILE_P][OB_TILE_Q];                                                               \
             if (np == OB_TILE_P) KERNEL(a, xb, ob, OB_TILE_P, dots);                                          \
             else for (int32_t p = 0; p < np; p++) KERNEL(a, xb + p, ob, 1, dots + p);                         \
-            EPI(a, pix0, np, ob * OB_TILE_Q, dots);                                                           \
+            EPI(a, pi, np, ob * OB_TILE_Q, dots);                                                             \
         }                                                                                                     \
     }
 
 /* The first input word read by output pixel `pix` (top-left tap); kernel row ky starts ky * wp * k words later. */
-static inline const uint64_t *ob_xbase(const ob_conv_args *a, int64_t pix) {
-    const int64_t ohw = (int64_t)a->oh * a->ow, b = pix / ohw;
-    const int64_t y = (pix % ohw) / a->ow, x = pix % a->ow;
-    return a->x + (((b * a->hp) + y * a->stride) * a->wp + x * a->stride) * a->k;
+static inline const uint64_t *ob_xbase(const ob_conv_args *a, const ob_pix *q) {
+    return a->x + (((q->b * a->hp) + (int64_t)q->y * a->stride) * a->wp + (int64_t)q->x * a->stride) * a->k;
 }
 
 static inline uint64_t ob_popcount_portable(uint64_t v) {
@@ -242,18 +257,17 @@ __attribute__((target("popcnt"))) static void ob_conv_popcnt(const ob_conv_args 
 }
 
 /* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile. */
-__attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_avx2(const ob_conv_args *a, int64_t pix0, int32_t np,
+__attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_avx2(const ob_conv_args *a, const ob_pix *pi, int32_t np,
                                                                      int32_t o0,
                                                                      int32_t dots[OB_TILE_P][OB_TILE_Q]) {
     if (a->o - o0 < OB_TILE_Q || (a->res && (o0 % a->res_c) + OB_TILE_Q > a->res_c)) {
-        ob_epilogue(a, pix0, np, o0, dots);
+        ob_epilogue(a, pi, np, o0, dots);
         return;
     }
     const __m256 fzero = _mm256_setzero_ps();
     for (int32_t p = 0; p < np; p++) {
-        const int64_t pix = pix0 + p, ohw = (int64_t)a->oh * a->ow;
-        const int64_t b = pix / ohw;
-        const int32_t y = (int32_t)((pix % ohw) / a->ow), xo = (int32_t)(pix % a->ow);
+        const int64_t pix = pi[p].pix, b = pi[p].b;
+        const int32_t y = pi[p].y, xo = pi[p].x;
         __m256i d = _mm256_loadu_si256((const __m256i *)dots[p]);
         if (a->corr) {
             const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
@@ -290,6 +304,16 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
     }
 }
 
+/* one word j of the receptive field for P pixels and 8 channels (AVX2 inner loop) */
+#define OB_AVX2_STEP const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8)); const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4)); const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8)); const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
+#define OB_AVX2_STORE_DOTS                                                                                      \
+    {                                                                                                           \
+        /* the low 32 bits of the 8 64-bit counts, in channel order */                                          \
+        const __m256 s = _mm256_shuffle_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), _MM_SHUFFLE(2, 0, 2, 0)); \
+        const __m256i cnt = _mm256_permute4x64_epi64(_mm256_castps_si256(s), _MM_SHUFFLE(3, 1, 2, 0));          \
+        _mm256_storeu_si256((__m256i *)dots[p], _mm256_sub_epi32(nb, _mm256_slli_epi32(cnt, 1)));               \
+    }
+
 /* AVX2: 4 channels (one 64-bit lane each) per 256-bit vector, two vectors per tile. Popcount by the nibble lookup
  * (vpshufb) into byte counters, emptied into 64-bit lanes with vpsadbw before a byte can overflow (<= 8 per word,
  * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
@@ -300,6 +324,27 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
     const __m256i zero = _mm256_setzero_si256();
+    const __m256i nb = _mm256_set1_epi32(nbits);
+    if (a->kh * J <= 31) {
+        /* every word of the receptive field fits the byte counters: no intermediate flush (all 1x1 convs and 3x3
+         * ones up to 320 channels) */
+        __m256i acc[OB_TILE_P][2];
+        for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = zero;
+        for (int32_t ky = 0; ky < a->kh; ky++) {
+            const int64_t woff = (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
+            const uint64_t *wl = a->wlo + woff, *wh = a->whi + woff;
+            const uint64_t *xr[OB_TILE_P];
+            for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
+            for (int32_t j = 0; j < J; j++) {
+                OB_AVX2_STEP
+            }
+        }
+        for (int p = 0; p < P; p++) {
+            const __m256i lo = _mm256_sad_epu8(acc[p][0], zero), hi = _mm256_sad_epu8(acc[p][1], zero);
+            OB_AVX2_STORE_DOTS
+        }
+        return;
+    }
     /* 64-bit totals live in memory: touched once per <= 31 words, so the byte counters keep the registers */
     int64_t tot[OB_TILE_P][8] __attribute__((aligned(32))) = {{0}};
     for (int32_t ky = 0; ky < a->kh; ky++) {
@@ -312,18 +357,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
             __m256i acc[OB_TILE_P][2];
             for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = zero;
             for (int32_t j = j0; j < j1; j++) {
-                const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8));
-                const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4));
-                const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8));
-                const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4));
-                for (int p = 0; p < P; p++) {
-                    const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]);
-                    const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]);
-                    acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)),
-                                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0))));
-                    acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)),
-                                                                           _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1))));
-                }
+                OB_AVX2_STEP
             }
             for (int p = 0; p < P; p++) {
                 __m256i *t0 = (__m256i *)tot[p], *t1 = (__m256i *)(tot[p] + 4);
@@ -332,14 +366,11 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
             }
         }
     }
-    const __m256i nb = _mm256_set1_epi32(nbits);
+
     for (int p = 0; p < P; p++) {
         const __m256i lo = _mm256_load_si256((const __m256i *)tot[p]);
         const __m256i hi = _mm256_load_si256((const __m256i *)(tot[p] + 4));
-        /* the low 32 bits of the 8 64-bit counts, in channel order */
-        const __m256 s = _mm256_shuffle_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(hi), _MM_SHUFFLE(2, 0, 2, 0));
-        const __m256i cnt = _mm256_permute4x64_epi64(_mm256_castps_si256(s), _MM_SHUFFLE(3, 1, 2, 0));
-        _mm256_storeu_si256((__m256i *)dots[p], _mm256_sub_epi32(nb, _mm256_slli_epi32(cnt, 1)));
+        OB_AVX2_STORE_DOTS
     }
 }
 
