@@ -159,6 +159,30 @@ def _check_config(cfg: RunConfig, world: World) -> None:
         raise ConfigError('tensorboard=true needs the tensorboard package: pip install "onebit[tensorboard]"')
 
 
+def _load_resume_point(run_dir: Path, model: nn.Module, metrics: MetricsWriter, world: World, device, console):
+    """Load ``checkpoints/last`` into ``model`` (every rank) and cut ``metrics.jsonl`` back to it (rank 0).
+
+    Returns:
+        ``(state or None, purge_step)``: the training state (``None``: no checkpoint yet, start over) and the first
+        global step TensorBoard must forget.
+    """
+    last = find_checkpoint(run_dir / "checkpoints", "last")
+    if last is None:
+        if world.is_main:
+            metrics.truncate_after(-1, keep_stage_records=False)
+        console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
+        return None, 0
+    state, _ = load_checkpoint(last, model, map_location=device)
+    if world.is_main:
+        metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
+    torch.set_rng_state(state["rng_torch"])
+    console.print(
+        f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
+        f"batch {state['batch']} (global step {state['global_step']})"
+    )
+    return state, state["global_step"] + 1
+
+
 def _status(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_text(run_dir / "run.json", json.dumps({"format": "onebit-run", "status": status, **extra}) + "\n")
 
@@ -217,23 +241,9 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     ckpt_dir = run_dir / "checkpoints"
     purge_step = None
     if resuming:
-        last = find_checkpoint(ckpt_dir, "last")
-        if last is not None:
-            state, _ = load_checkpoint(last, model, map_location=device)
+        state, purge_step = _load_resume_point(run_dir, model, metrics, world, device, console)
+        if state is not None:
             run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
-            if world.is_main:
-                metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
-            torch.set_rng_state(state["rng_torch"])
-            purge_step = state["global_step"] + 1
-            console.print(
-                f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
-                f"batch {state['batch']} (global step {state['global_step']})"
-            )
-        else:
-            if world.is_main:
-                metrics.truncate_after(-1, keep_stage_records=False)
-            purge_step = 0
-            console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
     if cfg.tensorboard and world.is_main:
         metrics.mirrors.append(TensorBoardMirror(run_dir / "tensorboard", purge_step=purge_step))
     if world.is_main:
