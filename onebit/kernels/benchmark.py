@@ -132,7 +132,8 @@ def bench_model(
             a trained model (a still-soft binarizer would keep those layers in float).
 
     Returns:
-        A JSON-ready dict: ``latency_ms`` per variant, ``speedup`` (fp32 / packed, fp32 / bf16), ``per_layer_ms``,
+        A JSON-ready dict: ``latency_ms`` per variant (wall clock), ``cpu_time_ms`` (process CPU time),
+        ``speedup`` (fp32 / packed, fp32 / bf16, wall clock), ``per_layer_ms``,
         ``pack_report``, ``backend``, the settings and the machine.
     """
     old_threads = torch.get_num_threads()
@@ -157,15 +158,17 @@ def bench_model(
             xb = x_cl.to(torch.bfloat16)
             variants["bf16"] = lambda: bf(xb)
         samples: dict[str, list[float]] = {k: [] for k in variants}
+        cpu: dict[str, list[float]] = {k: [] for k in variants}
         with torch.inference_mode():
             for f in variants.values():
                 for _ in range(warmup):
                     f()
             for _ in range(repeats):
                 for k, f in variants.items():
-                    t0 = time.perf_counter()
+                    c0, t0 = time.process_time(), time.perf_counter()
                     f()
                     samples[k].append(time.perf_counter() - t0)
+                    cpu[k].append(time.process_time() - c0)
             ref, out = fp32(x), packed(x)
         lat = {k: _median_ms(v) for k, v in samples.items()}
         best_fp32 = "fp32" if lat["fp32"] <= lat["fp32_channels_last"] else "fp32_channels_last"
@@ -176,6 +179,8 @@ def bench_model(
             "repeats": repeats,
             "warmup": warmup,
             "latency_ms": lat,
+            # process CPU time per forward: with 1 thread, the latency without the time other jobs took the core
+            "cpu_time_ms": {k: _median_ms(v) for k, v in cpu.items()},
             "fp32_best": best_fp32,
             "speedup": {"packed_vs_fp32": lat[best_fp32] / lat["packed"]},
             "max_abs_logit_diff": float((out.float() - ref.float()).abs().max()),
