@@ -711,12 +711,7 @@ STUDIES: dict[str, Study] = {
 }
 
 
-def _register_kd_aug() -> None:
-    # the KD and augmentation studies live in their own module (this one was near the ~800-line mark); imported
-    # here, after STUDIES exists, because that module builds on the helpers above
-    from onebit.studies_kd_aug import KD_AUG_STUDIES
-
-    STUDIES.update({s.name: s for s in KD_AUG_STUDIES})
-
-
-_register_kd_aug()
+# the KD and augmentation studies live in their own module (this one was near the ~800-line mark), which builds on
+# the helpers above and adds its studies to STUDIES when imported; a plain module import, so importing that module
+# first (which imports this one) works too
+import onebit.studies_kd_aug  # noqa: E402, F401

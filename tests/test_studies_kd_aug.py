@@ -123,3 +123,16 @@ def test_cli_lists_the_new_studies_and_rejects_bad_overrides(capsys, tmp_path):
     code = main(["study", "augmentation", "--seeds", "1", "--runs", str(tmp_path), "--override", "data.nope=1"])
     assert code == 2
     assert "data.nope" in capsys.readouterr().out
+
+
+def test_kd_aug_module_imports_on_its_own():
+    # onebit.studies imports onebit.studies_kd_aug at its end and the latter builds on the former: either may come
+    # first without a circular-import error
+    import subprocess
+    import sys
+
+    code = (
+        "import onebit.studies_kd_aug; from onebit.studies import STUDIES; "
+        "assert {'kd', 'augmentation'} <= set(STUDIES)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
