@@ -696,13 +696,11 @@ def quantized_size_mib(model: nn.Module) -> float:
     (biases, BN affine, PReLU, shifts, λ) 32 bits; buffers (BN statistics, clip values) and the per-group
     min/max/scale of the codes are not counted. Mebibytes (2^20 bytes).
     """
-    from onebit.layers.binary import BinaryMixin
+    from onebit.analysis.complexity import parameter_bits
 
-    bits = {}
-    for m in model.modules():
-        if isinstance(m, BinaryMixin) and m.binarize_weight:
-            bits[id(m.weight)] = 1
-        elif isinstance(m, QuantMixin) and m.quantizes_weight:
-            bits[id(m.weight)] = m.weight_bits
-    total = sum(p.numel() * bits.get(id(p), 32) for p in model.parameters())
+    owners = dict(model.named_modules())
+    total = 0
+    for name, p in model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        total += p.numel() * parameter_bits(owners[owner], leaf)
     return total / 8 / 2**20

@@ -47,7 +47,7 @@ def test_counts_match_official_keys(layout, compact):
     measured = {
         "n_binary": report.n_binary,
         "n_nonbinary": report.n_real,
-        "mb_1bit_binary_fp32_rest_MiB": report.mb,
+        "mb_1bit_binary_fp32_rest_MiB": report.mb_float_rest,
         "BOPs": report.bops,
         "FLOPs_nonbinary_macs": report.flops,
         "OPs": report.ops,
@@ -123,3 +123,19 @@ def test_report_serialisation_and_table():
         console.print(table)
     text = console.export_text()
     assert "BOPs" in text and "BinaryConv2d" in text
+
+
+def test_quantised_layers_count_their_bits_and_qops():
+    from onebit.models import create_model
+    from onebit.quantize import QuantConfig, quantize_, quantized_size_mib
+
+    model = create_model("bnext_tiny").eval()
+    before = complexity(model, (3, 64, 64))
+    quantize_(model, QuantConfig.from_bits("8/8-4/8-4/8-8/8"))
+    after = complexity(model, (3, 64, 64))
+    assert after.n_real == before.n_real and after.flops == before.flops and after.bops == before.bops
+    assert after.mb == pytest.approx(quantized_size_mib(model), abs=1e-12)
+    assert after.mb < before.mb
+    assert 0 < after.qmacs <= after.flops
+    assert after.ops_quant == pytest.approx(after.bops / 64 + after.flops - after.qmacs * 7 / 8)
+    assert before.qmacs == 0 and before.ops_quant == before.ops

@@ -13,6 +13,9 @@ Conventions (ReActNet/BNext papers, spec ``official-models.md`` §6):
   layer still runs real-valued MACs; e.g. a step-1 model of a two-step recipe has 0 BOPs). BN, PReLU, pooling,
   additions and SE gating are not counted.
 * **OPs** = BOPs / 64 + FLOPs.
+* **Quantised layers** (:mod:`onebit.quantize`, BNext §7.5): a weight with integer codes counts its ``weight_bits``
+  in #Param (MB) instead of 32, and the MACs of such layers are the paper's "QOPs": they stay in FLOPs but the
+  post-quantisation OPs (``ops_quant``, the "†" rows) count them / 8.
 
 MACs are measured with forward hooks on one batch-1 forward pass (eval mode, no grad), so every call of a layer is
 counted with its real output size. ``assume_binary=True`` counts every binary layer as fully binary whatever its
@@ -30,7 +33,7 @@ from torch import nn
 
 from onebit.layers.binary import BinaryMixin
 
-__all__ = ["ComplexityReport", "LayerComplexity", "complexity", "format_table"]
+__all__ = ["ComplexityReport", "LayerComplexity", "complexity", "format_table", "parameter_bits"]
 
 _MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -68,6 +71,8 @@ class ComplexityReport:
     bops: int
     flops: int
     layers: list[LayerComplexity] = field(default_factory=list)
+    real_bits: int | None = None
+    qmacs: int = 0
 
     @property
     def n_params(self) -> int:
@@ -75,7 +80,13 @@ class ComplexityReport:
 
     @property
     def mb(self) -> float:
-        """#Param (MB) as in the papers: binary weights at 1 bit, every other parameter at 32 bit, in MiB."""
+        """#Param (MB) as in the papers: binary weights at 1 bit, quantised weights at their bits, the rest 32, MiB."""
+        real_bits = 32 * self.n_real if self.real_bits is None else self.real_bits
+        return (self.n_binary + real_bits) / 8 / 2**20
+
+    @property
+    def mb_float_rest(self) -> float:
+        """#Param (MB) with every non-binary parameter at 32 bit, quantised or not (the papers' "w/o post-quant")."""
         return (self.n_binary + 32 * self.n_real) / 8 / 2**20
 
     @property
@@ -86,6 +97,11 @@ class ComplexityReport:
     @property
     def ops(self) -> float:
         return self.bops / 64 + self.flops
+
+    @property
+    def ops_quant(self) -> float:
+        """OPs after post-training quantisation (the papers' "†" rows): quantised-layer MACs ("QOPs") / 8."""
+        return self.bops / 64 + (self.flops - self.qmacs) + self.qmacs / 8
 
     @property
     def binary_share(self) -> float:
@@ -101,10 +117,13 @@ class ComplexityReport:
             "n_real": self.n_real,
             "n_params": self.n_params,
             "mb": self.mb,
+            "mb_float_rest": self.mb_float_rest,
             "mb_fp32": self.mb_fp32,
             "bops": self.bops,
             "flops": self.flops,
             "ops": self.ops,
+            "qmacs": self.qmacs,
+            "ops_quant": self.ops_quant,
             "binary_share": self.binary_share,
         }
         if per_layer:
@@ -185,22 +204,37 @@ def complexity(
         model.train(was_training)
 
     # Totals from named_parameters (deduplicated), so shared parameters count once.
-    n_binary = n_real = 0
+    n_binary = n_real = real_bits = 0
     owners = dict(model.named_modules())
     for p_name, p in model.named_parameters():
         owner_name, _, leaf = p_name.rpartition(".")
-        if _is_binary_weight(owners[owner_name], leaf, assume_binary):
+        bits = parameter_bits(owners[owner_name], leaf, assume_binary)
+        if bits == 1:
             n_binary += p.numel()
         else:
             n_real += p.numel()
+            real_bits += bits * p.numel()
     layers = list(rows.values())
     bops = sum(r.macs for r in layers if r.kind == "binary")
     flops = sum(r.macs for r in layers if r.kind == "real")
-    return ComplexityReport(tuple(input_size), n_binary, n_real, bops, flops, layers)
+    qmacs = sum(r.macs for m, r in rows.items() if r.kind == "real" and getattr(m, "quantizes_weight", False))
+    return ComplexityReport(tuple(input_size), n_binary, n_real, bops, flops, layers, real_bits, qmacs)
+
+
+def parameter_bits(owner: nn.Module, leaf: str, assume_binary: bool = False) -> int:
+    """Bits a parameter takes in the deployed model: 1 for a binary latent weight, ``weight_bits`` for the weight
+    of a quantised layer with integer codes (``quantizes_weight``), 32 for everything else."""
+    if leaf != "weight":
+        return 32
+    if isinstance(owner, BinaryMixin) and (assume_binary or owner.binarize_weight):
+        return 1
+    if getattr(owner, "quantizes_weight", False):
+        return int(owner.weight_bits)
+    return 32
 
 
 def _is_binary_weight(m: nn.Module, p_name: str, assume_binary: bool) -> bool:
-    return isinstance(m, BinaryMixin) and p_name == "weight" and (assume_binary or m.binarize_weight)
+    return parameter_bits(m, p_name, assume_binary) == 1
 
 
 def format_table(report: ComplexityReport, per_layer: bool = False, title: str | None = None):
@@ -218,11 +252,15 @@ def format_table(report: ComplexityReport, per_layer: bool = False, title: str |
         for label, value in (
             ("params (binary)", f"{report.n_binary:,}"),
             ("params (real)", f"{report.n_real:,}"),
-            ("#Param (MB, 1-bit binary + fp32)", f"{report.mb:.2f}"),
+            (
+                "#Param (MB, 1-bit binary + fp32)" if not report.qmacs else "#Param (MB, 1-bit binary + quantised)",
+                f"{report.mb:.2f}",
+            ),
             ("size all fp32 (MB)", f"{report.mb_fp32:.2f}"),
             ("BOPs", f"{report.bops:.4g}"),
             ("FLOPs", f"{report.flops:.4g}"),
             ("OPs (BOPs/64 + FLOPs)", f"{report.ops:.4g}"),
+            *((("OPs after quantisation (QOPs/8)", f"{report.ops_quant:.4g}"),) if report.qmacs else ()),
             ("binarized share of MACs", f"{100 * report.binary_share:.2f} %"),
         ):
             table.add_row(label, value)
