@@ -688,7 +688,7 @@ def export_onnx(
         path: the ``.onnx`` file to write.
         input_shape: example input shape (N, C, H, W) used for tracing.
         opset: ONNX opset version.
-        dynamo: use the ``torch.export``-based exporter.
+        dynamo: use the ``torch.export``-based exporter (opset 18 at least).
         fold_constants: let the TorchScript exporter fold constants, which also fuses each BN into the conv before
             it; off by default so a binary conv's weight stays ``scale · (±1)`` with the BN a separate node (what a
             packed runtime wants to read), and the export is faster.
@@ -698,6 +698,8 @@ def export_onnx(
     """
     import warnings
 
+    if dynamo and opset < 18:
+        opset = 18  # the torch.export exporter implements opset 18 and up (its down-conversion fails on Reduce* axes)
     m = inference_model(model)
     p = next(iter(m.parameters()), None)
     x = torch.zeros(*input_shape, dtype=p.dtype if p is not None else torch.float32)
