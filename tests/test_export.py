@@ -8,6 +8,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+import onebit
 from onebit.analysis.complexity import complexity
 from onebit.binarize import channel_abs_mean, set_temperature
 from onebit.cli import main
@@ -306,3 +307,19 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 2 and "set_temperature" in " ".join(out.split())
     assert main(["export", str(tmp_path / "missing_dir"), "--out", str(tmp_path / "x.safetensors")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n in onebit.list_models() if n != "quantized" and not n.endswith("digits") and n != "resnet_digits"]
+)
+def test_every_registered_imagenet_model_round_trips(tmp_path, name):
+    torch.manual_seed(0)
+    model = _trained_like(create_model(name))
+    x = torch.randn(2, 3, 32, 32)
+    report = export_packed(model, tmp_path / "m.safetensors")
+    assert torch.equal(_logits(load_packed(tmp_path / "m.safetensors"), x), _logits(model, x))
+    if "quant" not in name:
+        assert 1.0 < report["ratio"] <= 1.02, report
+    else:  # codes at their bit width; per-group min/max/scale (not counted by the paper) are the overhead
+        assert report["mib"] < report["param_mb"] and report["ratio_quantized"] < 1.1, report
