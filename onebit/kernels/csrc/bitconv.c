@@ -188,24 +188,32 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
 /* Each kernel computes popcount(x XOR w) over the KH kernel rows (KW*K contiguous words each) for np pixels of one
  * output row and 8 output channels, then hands dot = KH*KW*C - 2 popcount to the epilogue. */
 
+/* Output channels are processed in groups whose weights (both nibble copies) stay within ~128 KiB of cache, each
+ * group over every pixel tile: streaming all weights per tile would run from L3 once they outgrow L2 (C >= 512). */
+#define OB_GROUP_BYTES (64 * 1024)
 #define OB_TILE_LOOP(KERNEL, EPI)                                                                             \
     const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;                                                    \
     const int64_t npix = (int64_t)a->n * a->oh * a->ow;                                                       \
     const int64_t tiles = (npix + OB_TILE_P - 1) / OB_TILE_P;                                                 \
-    _Pragma("omp parallel for schedule(static) num_threads(a->nthreads)") for (int64_t it = 0; it < tiles; it++) { \
-        const int64_t pix0 = it * OB_TILE_P;                                                                  \
-        const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;                   \
-        const uint64_t *xb[OB_TILE_P];                                                                        \
-        ob_pix pi[OB_TILE_P];                                                                                 \
-        for (int32_t p = 0; p < np; p++) {                                                                    \
-            ob_pixel(a, pix0 + p, pi + p);                                                                    \
-            xb[p] = ob_xbase(a, pi + p);                                                                      \
-        }                                                                                                     \
-        for (int32_t ob = 0; ob < o8; ob++) {                                                                 \
-            int32_t dots[OB_TILE_P][OB_TILE_Q];                                                               \
-            if (np == OB_TILE_P) KERNEL(a, xb, ob, OB_TILE_P, dots);                                          \
-            else for (int32_t p = 0; p < np; p++) KERNEL(a, xb + p, ob, 1, dots + p);                         \
-            EPI(a, pi, np, ob * OB_TILE_Q, dots);                                                             \
+    const int64_t ob_bytes = (int64_t)a->kh * a->kw * (a->k) * OB_TILE_Q * 16;                                \
+    const int32_t group = ob_bytes >= OB_GROUP_BYTES ? 1 : (int32_t)(OB_GROUP_BYTES / ob_bytes);              \
+    _Pragma("omp parallel num_threads(a->nthreads)") for (int32_t g0 = 0; g0 < o8; g0 += group) {            \
+        const int32_t g1 = (o8 - g0 < group) ? o8 : g0 + group;                                               \
+        _Pragma("omp for schedule(static)") for (int64_t it = 0; it < tiles; it++) {                          \
+            const int64_t pix0 = it * OB_TILE_P;                                                              \
+            const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;               \
+            const uint64_t *xb[OB_TILE_P];                                                                    \
+            ob_pix pi[OB_TILE_P];                                                                             \
+            for (int32_t p = 0; p < np; p++) {                                                                \
+                ob_pixel(a, pix0 + p, pi + p);                                                                \
+                xb[p] = ob_xbase(a, pi + p);                                                                  \
+            }                                                                                                 \
+            for (int32_t ob = g0; ob < g1; ob++) {                                                            \
+                int32_t dots[OB_TILE_P][OB_TILE_Q];                                                           \
+                if (np == OB_TILE_P) KERNEL(a, xb, ob, OB_TILE_P, dots);                                      \
+                else for (int32_t p = 0; p < np; p++) KERNEL(a, xb + p, ob, 1, dots + p);                     \
+                EPI(a, pi, np, ob * OB_TILE_Q, dots);                                                         \
+            }                                                                                                 \
         }                                                                                                     \
     }
 
