@@ -202,6 +202,7 @@ class FusedReActBlock(nn.Module):
             act_out=block.move13.bias.detach().reshape(-1),
         )
         self.conv1.epilogue.thresh = _vec(block.move21.bias)
+        self.conv1.epilogue = self.conv1.epilogue.checked(c)
         if self.planes == c:
             pw = PackedConv2d(block.binary_pw, bn=block.bn2, prelu=block.prelu2)
             ep = pw.epilogue
@@ -218,7 +219,7 @@ class FusedReActBlock(nn.Module):
         ep.act_in = _vec(block.move22.bias)
         ep.act_out = _vec(block.move23.bias)
         self.conv2_pw = pw.pw
-        self.conv2_ep = ep
+        self.conv2_ep = ep.checked(self.planes)
         self.next_shift: Tensor | None = None  # b11 of the next fused block, set by pack_
         self.next_pad = 1
         self._handoff: tuple[Tensor, Tensor] | None = None
@@ -229,6 +230,8 @@ class FusedReActBlock(nn.Module):
         self._next = nxt
         self.next_shift = None if nxt is None else nxt.shift_in
         self.next_pad = 1 if nxt is None else nxt.conv1.pw.padding
+        self.conv2_ep.thresh = self.next_shift
+        self.conv2_ep = self.conv2_ep.checked(self.planes)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_inference(x)
@@ -244,7 +247,6 @@ class FusedReActBlock(nn.Module):
             xp, self.conv1.pw, (h, w), self.conv1.epilogue, residual=res, bits_pad=0, backend=self.backend
         )
         ep = self.conv2_ep
-        ep.thresh = self.next_shift
         emit = self._next is not None
         out, nbits, _ = binary_conv(
             a_bits,  # type: ignore[arg-type]

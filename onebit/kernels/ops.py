@@ -197,6 +197,12 @@ class ConvEpilogue:
     act_out: Tensor | None = None
     thresh: Tensor | None = None
 
+    def __setattr__(self, name: str, value) -> None:
+        # a changed field must be validated again before it reaches the kernel
+        if name != "_checked_for":
+            object.__setattr__(self, "_checked_for", None)
+        object.__setattr__(self, name, value)
+
     @staticmethod
     def _vec(t: Tensor | None, o: int, name: str) -> Tensor | None:
         if t is None:
@@ -207,11 +213,14 @@ class ConvEpilogue:
         return t
 
     def checked(self, o: int) -> ConvEpilogue:
-        """A copy with every vector flat float32 of length ``o`` (a PReLU with one shared slope is expanded)."""
+        """A copy with every vector flat float32 of length ``o`` (a PReLU with one shared slope is expanded); the
+        epilogue itself when it is already one (checked epilogues are reused on every call)."""
+        if getattr(self, "_checked_for", None) == o:
+            return self
         slope = self.slope
         if slope is not None and slope.numel() == 1:
             slope = slope.detach().reshape(1).expand(o)
-        return ConvEpilogue(
+        ep = ConvEpilogue(
             scale=self._vec(self.scale, o, "scale"),  # type: ignore[arg-type]
             bias=self._vec(self.bias, o, "bias"),
             act_in=self._vec(self.act_in, o, "act_in"),
@@ -219,6 +228,8 @@ class ConvEpilogue:
             act_out=self._vec(self.act_out, o, "act_out"),
             thresh=self._vec(self.thresh, o, "thresh"),
         )
+        ep._checked_for = o  # type: ignore[attr-defined]
+        return ep
 
 
 def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
@@ -265,6 +276,26 @@ def _epilogue_torch(dot: Tensor, ep: ConvEpilogue, res: Tensor | None) -> Tensor
     return v
 
 
+def _args_template(pw: PackedWeight, ep: ConvEpilogue) -> _native.ConvArgs:
+    """The call-invariant fields of the kernel arguments (weights, geometry, epilogue vectors), cached per pair: the
+    per-call Python work is then a copy and the few pointers that change. Holds references to what it points at."""
+    cache = pw.__dict__.setdefault("_templates", {})
+    hit = cache.get(id(ep))
+    if hit is not None and hit[0] is ep:
+        return hit[1]
+    kh, kw = pw.kernel_size
+    t = _native.ConvArgs(
+        wq=pw.wq.data_ptr(), wlo=pw.wlo.data_ptr(), whi=pw.whi.data_ptr(), k=_words(pw.in_channels),
+        o=pw.out_channels, kh=kh, kw=kw, c=pw.in_channels, stride=pw.stride, pad=pw.padding, corr=_ptr(pw.corr),
+        scale=ep.scale.data_ptr(), bias=_ptr(ep.bias), act_in=_ptr(ep.act_in), slope=_ptr(ep.slope),
+        act_out=_ptr(ep.act_out), thresh=_ptr(ep.thresh), bk=_words(pw.out_channels),
+    )  # fmt: skip
+    if len(cache) > 64:
+        cache.clear()
+    cache[id(ep)] = (ep, t)
+    return t
+
+
 def binary_conv(
     xp: Tensor,
     pw: PackedWeight,
@@ -309,26 +340,24 @@ def binary_conv(
     if residual is not None:
         if residual.shape[0] != n or tuple(residual.shape[2:]) != (oh, ow) or o % residual.shape[1]:
             raise ValueError(f"residual {tuple(residual.shape)} does not fit the output [{n}, {o}, {oh}, {ow}]")
-        res = _nhwc(residual.float())
+        res = residual.permute(0, 2, 3, 1)
+        if res.dtype != torch.float32 or not res.is_contiguous():
+            res = res.float().contiguous()
     if resolve_backend(backend) == "native":
-        lib = _native.load()
         out_f = torch.empty(n, oh, ow, o, dtype=torch.float32) if want_float else None
-        bk = _words(o)
         bits = None
         if bits_pad is not None:
-            bits = torch.zeros(n, oh + 2 * bits_pad, ow + 2 * bits_pad, bk, dtype=torch.int64)
+            bits = torch.zeros(n, oh + 2 * bits_pad, ow + 2 * bits_pad, _words(o), dtype=torch.int64)
         out_int = torch.empty(n, oh, ow, o, dtype=torch.int32) if want_int else None
-        a = _native.ConvArgs(
-            x=xp.data_ptr(), n=n, hp=hp, wp=wp, k=k, h=h, w=w,
-            wq=pw.wq.data_ptr(), wlo=pw.wlo.data_ptr(), whi=pw.whi.data_ptr(),
-            o=o, kh=pw.kernel_size[0], kw=pw.kernel_size[1], c=pw.in_channels, stride=pw.stride, pad=pw.padding,
-            oh=oh, ow=ow, corr=_ptr(pw.corr), out_int=_ptr(out_int),
-            scale=ep.scale.data_ptr(), bias=_ptr(ep.bias), res=_ptr(res), res_c=0 if res is None else res.shape[-1],
-            act_in=_ptr(ep.act_in), slope=_ptr(ep.slope), act_out=_ptr(ep.act_out), out_f=_ptr(out_f),
-            thresh=_ptr(ep.thresh), out_bits=_ptr(bits), bph=bits_pad or 0, bpw=bits_pad or 0, bk=bk,
-            nthreads=torch.get_num_threads(),
-        )  # fmt: skip
-        lib.ob_conv(ctypes.byref(a))  # type: ignore[union-attr]
+        a = _native.ConvArgs.from_buffer_copy(_args_template(pw, ep))
+        a.x, a.n, a.hp, a.wp, a.h, a.w, a.oh, a.ow = xp.data_ptr(), n, hp, wp, h, w, oh, ow
+        a.out_int, a.out_f, a.out_bits = _ptr(out_int), _ptr(out_f), _ptr(bits)
+        if res is not None:
+            a.res, a.res_c = res.data_ptr(), res.shape[-1]
+        if bits_pad:
+            a.bph = a.bpw = bits_pad
+        a.nthreads = torch.get_num_threads()
+        _native.load().ob_conv(ctypes.byref(a))  # type: ignore[union-attr]
     else:
         dot = _conv_torch(xp.contiguous(), pw, h, w)
         out_int = dot if want_int else None
