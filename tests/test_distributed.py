@@ -149,6 +149,21 @@ def test_bf16_autocast_trains_a_step_on_cpu():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast never touches the weights
 
 
+@pytest.mark.parametrize(("name", "unused"), [("reactnet_digits", False), ("bnext_digits", True)])
+def test_ddp_searches_for_unused_parameters_only_where_a_model_has_some(name, unused):
+    from types import SimpleNamespace
+
+    from onebit.train.recipe import _has_unused_parameters
+
+    model = create_model(name, num_classes=10, width=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = get_recipe("adambnn_digits", smoke=True)  # two stages: real weights, then binary weights
+    data = SimpleNamespace(in_chans=1, image_size=8)
+    assert _has_unused_parameters(model, cfg, data, torch.device("cpu")) is unused  # BNext: PReLUs never called
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no BN statistics moved
+
+
 def test_bad_amp_is_rejected_before_the_run_dir_is_written(tmp_path):
     cfg = apply_overrides(get_recipe("adambnn_digits", smoke=True), ["amp=fp8"])
     with pytest.raises(ConfigError, match="amp must be one of none, bf16, got 'fp8'"):
@@ -243,6 +258,38 @@ def test_only_rank_zero_writes(ddp_and_single):
     assert not [p for p in ddp.rglob("*") if p.name.startswith(".")]  # no stray temporary files
     assert json.loads((ddp / "summary.json").read_text())["status"] == "completed"
     assert not (ddp / "tensorboard").exists()  # TensorBoard is off by default
+
+
+def _assert_val_is_the_checkpoints(run_dir: Path, args: list[str]) -> None:
+    from onebit.data import build_data
+    from onebit.train.checkpoint import load_weights
+    from onebit.train.loop import evaluate
+    from onebit.train.recipe import build_model
+
+    cfg = apply_overrides(get_recipe("adambnn_digits", smoke=True), args)
+    model = build_model(cfg)
+    load_weights(model, run_dir / "checkpoints/stage2_step2/model.safetensors")
+    val = evaluate(model, build_data(cfg.data).val, torch.device("cpu"))  # one process, all 64 samples
+    stage = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["type"] == "stage"][-1]
+    assert stage["val_top1"] == val["val_top1"] and stage["val_top5"] == val["val_top5"]
+    assert stage["val_loss"] == pytest.approx(val["val_loss"], rel=1e-5)
+
+
+@needs_gloo
+def test_ddp_validation_is_that_of_the_saved_checkpoint_over_the_whole_set(ddp_and_single):
+    _assert_val_is_the_checkpoints(ddp_and_single[0], DDP_ARGS)
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_without_sync_bn_every_rank_evaluates_rank_zeros_statistics(tmp_path):
+    # per-rank BN statistics drift apart during an epoch; rank 0's are broadcast before evaluation, so the
+    # reduced validation is that of the checkpoint rank 0 saves
+    args = [a for a in DDP_ARGS if not a.startswith("sync_bn")]
+    p = _torchrun("--smoke", *args, "--out", str(tmp_path / "r"))
+    assert p.returncode == 0, p.stdout
+    assert "SyncBN off" in p.stdout
+    _assert_val_is_the_checkpoints(tmp_path / "r", args)
 
 
 @needs_gloo

@@ -284,6 +284,26 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     return RunResult(run_dir, summary, model)
 
 
+def _has_unused_parameters(model: nn.Module, cfg: RunConfig, data: DataBundle, device: torch.device) -> bool:
+    """Whether a trainable parameter gets no gradient in some stage's setting (BNext, as the official code, holds
+    PReLUs that no forward uses). DDP must then search the graph for unused parameters every step; elsewhere that
+    search is only overhead. Probed with one forward/backward of a zero batch in eval mode per distinct stage
+    setting (eval mode: no BN statistics move, no dynamics are counted; ``autograd.grad`` leaves ``.grad`` alone)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    x = torch.zeros(2, data.in_chans, data.image_size, data.image_size, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        for acts, weights in {(s.binarize_activations, s.binarize_weights) for s in cfg.stages}:
+            set_binarization(model, activations=acts, weights=weights)
+            grads = torch.autograd.grad(model(x).float().sum(), params, allow_unused=True)
+            if any(g is None for g in grads):
+                return True
+    finally:
+        model.train(was_training)
+    return False
+
+
 def _binary(model: nn.Module):
     return list(binary_layers(model))
 
@@ -300,7 +320,8 @@ class _Runner:
         self.train_model: nn.Module = model
         if self.world.distributed:
             ids = [device.index] if device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(model, device_ids=ids)
+            unused = _has_unused_parameters(model, cfg, data, device)
+            self.train_model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
         self.interrupted = False
         self.ckpt_dir = run_dir / "checkpoints"
         self.results: list[dict[str, Any]] = []
