@@ -388,6 +388,9 @@ def pack_(model: nn.Module, cfg: dict | None = None, *, backend: str | None = No
                 report.packed[name] = f"fused block {m.inplanes}->{m.planes} s{m.stride}"
     for p in model.parameters():
         p.requires_grad_(False)
+    # Float convs with channels_last weights give channels_last (NHWC) outputs: the layout the packed kernels read
+    # and write, so no layout copies between the float and the packed parts.
+    model.to(memory_format=torch.channels_last)
     if report.float_layers:
         warnings.warn(
             f"pack_: {len(report.float_layers)} binary layer(s) stay in float: "
