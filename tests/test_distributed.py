@@ -20,7 +20,7 @@ from onebit.models import create_model
 from onebit.recipes import get_recipe
 from onebit.report import read_metrics
 from onebit.train import run
-from onebit.train.distributed import CpuSyncBatchNorm, convert_sync_batchnorm, get_world, init_distributed
+from onebit.train.distributed import CpuSyncBatchNorm, convert_sync_batchnorm, device_for, get_world, init_distributed
 from onebit.train.loop import EpochMeter, train_one_epoch
 from onebit.train.tasks import ClassificationTask
 
@@ -106,6 +106,13 @@ def test_single_process_world_is_a_noop():
     world, device = init_distributed("cpu")
     assert world.world_size == 1 and world.is_main and not world.distributed and device.type == "cpu"
     assert get_world() == world and not dist.is_initialized()
+
+
+def test_each_local_rank_drives_its_own_gpu():
+    assert device_for("cuda", 3) == torch.device("cuda", 3)
+    assert device_for("cuda:1", 3) == torch.device("cuda", 1)  # an explicit index is the user's choice
+    assert device_for("cpu", 3) == torch.device("cpu")
+    assert device_for("auto", 2).type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_cpu_sync_batchnorm_alone_is_plain_batchnorm():

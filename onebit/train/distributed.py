@@ -27,9 +27,11 @@ __all__ = [
     "broadcast_buffers",
     "broadcast_object",
     "convert_sync_batchnorm",
+    "device_for",
     "get_world",
     "init_distributed",
     "is_main",
+    "launched_world_size",
     "teardown",
 ]
 
