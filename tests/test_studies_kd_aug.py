@@ -136,3 +136,23 @@ def test_kd_aug_module_imports_on_its_own():
         "assert {'kd', 'augmentation'} <= set(STUDIES)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_digits_stats_lets_randaugment_work_in_pixel_space():
+    from onebit.config import DataConfig
+    from onebit.data import build_data
+    from onebit.train.recipe import build_augment
+
+    plain = build_data(DataConfig(name="digits", channels=3, limit_train=64, limit_val=8), 0)
+    cfg = DataConfig(name="digits_stats", channels=3, limit_train=64, limit_val=8, randaugment=True)
+    data = build_data(cfg, 0)
+    torch.testing.assert_close(data.train.images, plain.train.images)  # same tensors, statistics attached
+    mean, std = data.mean[0], data.std[0]
+    # the statistics undo the loader's normalisation: pixels back in [0, 1], background exactly 0
+    pixels = data.val.images * std + mean
+    assert abs(float(pixels.min())) < 1e-5 and float(pixels.max()) <= 1 + 1e-5
+    x, y = data.train.images, data.train.labels
+    xa, _ = build_augment(cfg, data)(x, y, torch.Generator().manual_seed(0))
+    lo, hi = -mean / std, (1 - mean) / std
+    assert float(xa.min()) >= lo - 1e-5 and float(xa.max()) <= hi + 1e-5
+    assert not torch.equal(xa, x)
