@@ -219,6 +219,11 @@ class RunConfig:
             CUDA); the loss is taken in float32 and teachers keep their own ``teacher_half`` setting.
         tensorboard: also mirror every numeric scalar of ``metrics.jsonl`` into ``<run_dir>/tensorboard/``
             (needs ``pip install "onebit[tensorboard]"``; written by rank 0 only).
+        training_path: how binary layers run in training (``onebit.layers.set_training_path``): ``lean`` (one
+            autograd Function per binary conv that keeps int8 signs and bool masks for backward; same forward bit for
+            bit), ``module`` (the binarizer modules) or ``reference`` (the official code's arithmetic, the way it
+            computes it: float copies kept for backward).
+        channels_last: keep the model's 4-d tensors in channels-last memory format (often faster convolutions).
     """
 
     recipe: str = "custom"
@@ -234,6 +239,8 @@ class RunConfig:
     sync_bn: bool = False
     amp: str = "none"
     tensorboard: bool = False
+    training_path: str = "lean"
+    channels_last: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])

@@ -130,7 +130,9 @@ class Teacher(nn.Module):
             x = self.normalize(x)
             dtype = _autocast_dtype(self.half, x.device.type)
             if dtype is None:
-                out = self.model(x)
+                # full precision even when the student runs under autocast (amp=bf16): the teacher has its own setting
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    out = self.model(x)
             else:
                 with torch.autocast(device_type=x.device.type, dtype=dtype):
                     out = self.model(x)

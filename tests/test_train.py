@@ -167,3 +167,24 @@ def test_cli_reports_unknown_override_key(tmp_path):
     log, _ = p.communicate(timeout=120)
     assert p.returncode == 2
     assert "stages.0.optim.lrr" in log and "stages.0.optim.lr" in log
+
+
+def test_training_paths_and_channels_last_train_the_same_model(tmp_path):
+    """`training_path` and `channels_last` change how the step runs, not what it learns (to float tolerance)."""
+    short = ["stages.0.epochs=1", "stages.1.epochs=1", "data.limit_train=64"]
+    finals = {}
+    for name, extra in {
+        "lean": ["training_path=lean"],
+        "reference": ["training_path=reference"],
+        "module_cl": ["training_path=module", "channels_last=true"],
+    }.items():
+        res = run(_cfg(*short, *extra), out_dir=tmp_path / name)
+        finals[name] = {k: v.detach().clone() for k, v in res.model.state_dict().items()}
+        layers = [m for m in res.model.modules() if hasattr(m, "training_path")]
+        assert layers and all(m.training_path == extra[0].split("=")[1] for m in layers)
+    for other in ("reference", "module_cl"):
+        for k, v in finals["lean"].items():
+            if v.is_floating_point():
+                assert torch.allclose(v, finals[other][k], atol=1e-4, rtol=1e-4), (other, k)
+    with pytest.raises(Exception, match="training_path"):
+        run(_cfg("training_path=fast"), out_dir=tmp_path / "bad")

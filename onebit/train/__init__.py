@@ -1,6 +1,13 @@
 """Training: plain loop functions, tasks, optimizers by role, schedules, checkpoints, the stage runner."""
 
 from onebit.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
+from onebit.train.distributed import (
+    CpuSyncBatchNorm,
+    World,
+    convert_sync_batchnorm,
+    init_distributed,
+    is_main,
+)
 from onebit.train.loop import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from onebit.train.optim import OPTIMIZERS, build_optimizer, param_groups
 from onebit.train.recipe import RunDirError, RunInterrupted, RunResult, TrainingDiverged, run
@@ -11,14 +18,19 @@ __all__ = [
     "OPTIMIZERS",
     "CheckpointError",
     "ClassificationTask",
+    "CpuSyncBatchNorm",
     "EpochMeter",
     "NonFiniteLossError",
     "RunDirError",
     "RunInterrupted",
     "RunResult",
     "TrainingDiverged",
+    "World",
     "build_optimizer",
+    "convert_sync_batchnorm",
     "evaluate",
+    "init_distributed",
+    "is_main",
     "load_checkpoint",
     "load_weights",
     "lr_at",

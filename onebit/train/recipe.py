@@ -38,6 +38,7 @@ from onebit.binarize import set_temperature
 from onebit.config import ConfigError, RunConfig, StageConfig, load_json, save_json
 from onebit.data import DataBundle, build_data
 from onebit.layers import binary_layers, set_binarization
+from onebit.layers.fused import TRAINING_PATHS, set_training_path
 from onebit.metrics import FlipTracker, signs_int8
 from onebit.metrics.dynamics import DynamicsTracker
 from onebit.models import create_model
@@ -73,7 +74,12 @@ class RunResult:
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
-    return create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
+    """The run's model with its training path and memory format (not yet on the device)."""
+    model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
+    set_training_path(model, cfg.training_path)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 class _InterruptFlag:
@@ -148,6 +154,8 @@ def _shared_run_dir(cfg: RunConfig, out_dir, resume, world: World) -> Path:
 
 def _check_config(cfg: RunConfig, world: World) -> None:
     """Settings that must fail before anything is written (all ranks take the same decision)."""
+    if cfg.training_path not in TRAINING_PATHS:
+        raise ConfigError(f"training_path must be one of {', '.join(TRAINING_PATHS)}, got {cfg.training_path!r}")
     if cfg.amp not in AMP_MODES:
         raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     if cfg.data.batch_size % world.world_size:
