@@ -73,8 +73,14 @@ def _cmd_import_official(args: argparse.Namespace, console: Console) -> int:
     from onebit.models.official import OfficialCheckpointError, load_official
 
     try:
-        model = load_official(args.layout, args.checkpoint, strict=not args.lenient)
-    except (OfficialCheckpointError, KeyError, OSError) as e:
+        options = {}
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+            options[key] = int(value) if value.lstrip("-").isdigit() else value
+        model = load_official(args.layout, args.checkpoint, strict=not args.lenient, **options)
+    except (OfficialCheckpointError, KeyError, OSError, ValueError, TypeError) as e:
         console.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
         return 2
     out = save_model_dir(model, args.out, extra={"layout": args.layout, "source": str(args.checkpoint)})
@@ -120,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("layout", help="official layout (a file stem of spec/official-keys), e.g. bnext_tiny, reactnet_a")
     i.add_argument("checkpoint", help=".pth/.pth.tar/.pt (read with weights_only=True) or .safetensors")
     i.add_argument("--out", required=True, help="directory for model.safetensors + model.json")
+    i.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="layout option, e.g. se_bits=4 for bnext_tiny_quant / bnext18_quant (repeatable)",
+    )
     i.add_argument("--lenient", action="store_true", help="warn about extra keys instead of failing")
     i.set_defaults(fn=_cmd_import_official)
 

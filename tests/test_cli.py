@@ -11,7 +11,7 @@ import torch
 from onebit.cli import main
 from onebit.models import create_model, load_official
 from onebit.models.io import load_model, save_model_dir
-from onebit.models.official import export_official, official_keys
+from onebit.models.official import LAYOUTS, export_official, official_keys
 
 
 def _run(capsys, *argv):
@@ -101,3 +101,19 @@ def test_default_job_reaches_95_percent_under_3_minutes(tmp_path):
     assert summary["stages"][1]["val_top1"] >= 0.95
     assert "val top-1" in p.stdout and "Run directory" in p.stdout
     assert elapsed < 180, f"default job took {elapsed:.0f} s"
+
+
+def test_import_official_passes_layout_options(capsys, tmp_path):
+    torch.manual_seed(0)
+    sd = export_official(LAYOUTS.get("bnext18_quant").build(), "bnext18_quant")
+    torch.save(sd, tmp_path / "q.pth")
+    args = ["import-official", "bnext18_quant", str(tmp_path / "q.pth"), "--out", str(tmp_path / "imported")]
+    code, out = _run(capsys, *args, "--option", "se_bits=4")
+    assert code == 0, out
+    model, _ = load_model(tmp_path / "imported")
+    x = torch.randn(2, 3, 32, 32)
+    ref = load_official("bnext18_quant", sd, se_bits=4).eval()
+    assert torch.equal(model.eval()(x), ref(x))
+    assert not torch.equal(ref(x), load_official("bnext18_quant", sd, se_bits=8).eval()(x))
+    code, out = _run(capsys, *args[:-1], str(tmp_path / "o2"), "--option", "colour=red")
+    assert code == 2 and "se_bits" in out
