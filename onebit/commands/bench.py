@@ -45,6 +45,8 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     b = res["backend"]
     kernel = f"native {b['isa']} (OpenMP {'on' if b['openmp'] else 'off'})" if b["backend"] == "native" else "torch"
     console.print(f"packed kernel: {kernel}" + (f" — {b['reason']}" if b.get("reason") else ""))
+    if res["hard_sign_applied"]:
+        console.print("progressive weight binarizers set below their threshold (hard sign), as a trained model ends")
     t = Table(title=f"{args.model}: batch {args.batch}, {args.resolution}x{args.resolution}, {args.threads} thread(s)")
     t.add_column("variant")
     t.add_column("median ms", justify="right")

@@ -140,7 +140,8 @@ def bench_model(
     torch.set_num_threads(threads)
     try:
         model = copy.deepcopy(model).eval()
-        if hard_sign and any(isinstance(m, ProgressiveSign) for m in model.modules()):
+        hardened = hard_sign and any(isinstance(m, ProgressiveSign) for m in model.modules())
+        if hardened:
             set_temperature(model, 0.0)
         x = torch.randn(batch, in_chans, resolution, resolution, generator=torch.Generator().manual_seed(0))
         fp32 = fast_float_model(model)
@@ -185,6 +186,7 @@ def bench_model(
             "latency_min_ms": {k: min(v) * 1e3 for k, v in samples.items()},
             "cpu_time_min_ms": {k: min(v) * 1e3 for k, v in cpu.items()},
             "fp32_best": best_fp32,
+            "hard_sign_applied": hardened,
             "speedup": {"packed_vs_fp32": lat[best_fp32] / lat["packed"]},
             "max_abs_logit_diff": float((out.float() - ref.float()).abs().max()),
             "backend": backend_info() if report.backend.get("backend") == "native" else report.backend,
