@@ -304,7 +304,24 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
         ob_epilogue(a, pi, np, o0, dots);
         return;
     }
+    /* per-channel vectors and pointers read once: the float stores below could alias the argument struct, so the
+     * compiler would otherwise reload every field for every pixel */
     const __m256 fzero = _mm256_setzero_ps();
+    const __m256 scale = _mm256_loadu_ps(a->scale + o0);
+    const __m256 bias = a->bias ? _mm256_loadu_ps(a->bias + o0) : fzero;
+    const __m256 act_in = a->act_in ? _mm256_loadu_ps(a->act_in + o0) : fzero;
+    const __m256 slope = a->slope ? _mm256_loadu_ps(a->slope + o0) : fzero;
+    const __m256 act_out = a->act_out ? _mm256_loadu_ps(a->act_out + o0) : fzero;
+    const __m256 thresh = a->thresh ? _mm256_loadu_ps(a->thresh + o0) : fzero;
+    const int has_bias = a->bias != 0, has_in = a->act_in != 0, has_slope = a->slope != 0, has_out = a->act_out != 0;
+    const int has_t = a->thresh != 0;
+    const float *res = a->res ? a->res + (o0 % a->res_c) : 0;
+    const int64_t res_c = a->res_c, o = a->o;
+    float *out_f = a->out_f ? a->out_f + o0 : 0;
+    int32_t *out_int = a->out_int ? a->out_int + o0 : 0;
+    uint8_t *out_bits = a->out_bits;
+    const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph, bph = a->bph, bpw = a->bpw;
+    const int64_t bstride = (int64_t)a->bk * 8;
     for (int32_t p = 0; p < np; p++) {
         const int64_t pix = pi[p].pix, b = pi[p].b;
         const int32_t y = pi[p].y, xo = pi[p].x;
@@ -322,24 +339,20 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
                 }
             }
         }
-        if (a->out_int) _mm256_storeu_si256((__m256i *)(a->out_int + pix * a->o + o0), d);
-        if (!a->out_f && !a->out_bits) continue;
-        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), _mm256_loadu_ps(a->scale + o0));
-        if (a->bias) v = _mm256_add_ps(v, _mm256_loadu_ps(a->bias + o0));
-        if (a->res) v = _mm256_add_ps(v, _mm256_loadu_ps(a->res + pix * a->res_c + (o0 % a->res_c)));
-        if (a->act_in) v = _mm256_add_ps(v, _mm256_loadu_ps(a->act_in + o0));
-        if (a->slope) {
-            const __m256 pos = _mm256_cmp_ps(v, fzero, _CMP_GT_OQ);
-            v = _mm256_blendv_ps(_mm256_mul_ps(v, _mm256_loadu_ps(a->slope + o0)), v, pos);
-        }
-        if (a->act_out) v = _mm256_add_ps(v, _mm256_loadu_ps(a->act_out + o0));
-        if (a->out_f) _mm256_storeu_ps(a->out_f + pix * a->o + o0, v);
-        if (a->out_bits) {
-            const __m256 t = a->thresh ? _mm256_add_ps(v, _mm256_loadu_ps(a->thresh + o0)) : v;
+        if (out_int) _mm256_storeu_si256((__m256i *)(out_int + pix * o), d);
+        if (!out_f && !out_bits) continue;
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), scale);
+        if (has_bias) v = _mm256_add_ps(v, bias);
+        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + pix * res_c));
+        if (has_in) v = _mm256_add_ps(v, act_in);
+        if (has_slope) v = _mm256_blendv_ps(_mm256_mul_ps(v, slope), v, _mm256_cmp_ps(v, fzero, _CMP_GT_OQ));
+        if (has_out) v = _mm256_add_ps(v, act_out);
+        if (out_f) _mm256_storeu_ps(out_f + pix * o, v);
+        if (out_bits) {
+            const __m256 t = has_t ? _mm256_add_ps(v, thresh) : v;
             const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_GE_OQ));
-            const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph;
-            const int64_t opix = ((b * hpo) + y + a->bph) * wpo + xo + a->bpw;
-            a->out_bits[opix * a->bk * 8 + o0 / 8] = (uint8_t)byte;
+            const int64_t opix = ((b * hpo) + y + bph) * wpo + xo + bpw;
+            out_bits[opix * bstride + o0 / 8] = (uint8_t)byte;
         }
     }
 }
