@@ -174,7 +174,8 @@ def run_study(
         f"{data.replace('16x16', '16×16')}, {ep} epochs per stage, batch {base.data.batch_size}; base model "
         f"`{base.model.name}` {base.model.kwargs}. Mean ± std over seeds. "
         f"Compute: {len(results)} runs, {run_minutes:.1f} min of training in total (the sum of the runs' wall "
-        f"times on this 2-core machine, shared by two studies at a time; this invocation took {elapsed / 60:.1f} min, "
+        f"times on this 2-core machine, shared with other jobs, so they overstate the compute; this invocation "
+        f"took {elapsed / 60:.1f} min, "
         "finished runs being reused).",
         "",
     ]
