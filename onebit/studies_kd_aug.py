@@ -520,8 +520,11 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
         "",
         _peak_note(groups),
         "",
-        "**Caveats.** On 1437 tiny grey digits (replicated to RGB, so RandAugment's colour operations act on "
-        "brightness only) with a few epochs, augmentations that slow fitting can cost accuracy simply because the "
+        "**Caveats.** RandAugment's policy was designed for natural RGB images: on white-on-black digits its "
+        "Invert and Solarize flip the stroke polarity (no val image looks like that; kornia applies each chosen "
+        "operation with probability 1, to groups of images at once), translations reach 45 % of the 16-pixel side "
+        "and the colour operations act on brightness only (grey images replicated to RGB). On 1437 such images "
+        "with a few epochs, augmentations that slow fitting can cost accuracy simply because the "
         "run is short, whereas the paper's 128-epoch ImageNet runs are limited by generalisation. The ranking, not "
         "the size of the changes, is what can be compared.",
     ]

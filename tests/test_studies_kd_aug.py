@@ -125,6 +125,7 @@ def test_cli_lists_the_new_studies_and_rejects_bad_overrides(capsys, tmp_path):
     assert "data.nope" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: a few seconds for one import-order check
 def test_kd_aug_module_imports_on_its_own():
     # onebit.studies imports onebit.studies_kd_aug at its end and the latter builds on the former: either may come
     # first without a circular-import error
