@@ -502,12 +502,12 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
         *rows,
         "",
         "Every variant keeps the digits' random shift (edge-replicating pad of 2, random crop); 'none' adds "
-        "nothing else. MixUp α 0.8 and CutMix α 1.0 are timm's defaults; RandAugment is BNext's `rand-m7-mstd0.5` with 2 operations "
-        "(`onebit.augment`) and runs on `digits_stats`, the same tensors with the normalisation statistics "
-        "attached: the `digits` bundle leaves `mean`/`std` unset, and RandAugment then clamps normalised values to "
-        "[0, 1] (a first run of the study that way ended at 10–20 % val top-1). Repeated augmentation shows each "
-        "drawn image 3 times per epoch within an epoch of unchanged length (DeiT's sampler), so an epoch sees a "
-        "third of the distinct images. Train accuracy is the "
+        "nothing else. MixUp α 0.8 and CutMix α 1.0 are timm's defaults; RandAugment is BNext's "
+        "`rand-m7-mstd0.5` with 2 operations (`onebit.augment`) and runs on `digits_stats`, the same tensors "
+        "with the normalisation statistics attached: the `digits` bundle leaves `mean`/`std` unset, and "
+        "RandAugment then clamps normalised values to [0, 1] (a first run of the study that way ended at 10–20 % "
+        "val top-1). Repeated augmentation shows each drawn image 3 times per epoch within an epoch of unchanged "
+        "length (DeiT's sampler), so an epoch sees a third of the distinct images. Train accuracy is the "
         "running accuracy over the last epoch's (augmented, possibly mixed) batches against the hard labels.",
         "",
         "![val curves](augmentation/val_curves.png)",
