@@ -22,8 +22,8 @@ class BinaryMixin:
 
     ``training_path`` selects how a forward that autograd records is computed: ``"lean"`` (default; the fused
     Function of :mod:`onebit.layers.fused` for the configurations it expresses, else the binarizer modules: the
-    same values, bit for bit), ``"module"`` (the binarizer modules always) or ``"reference"`` (the official code's composed arithmetic, see
-    :meth:`onebit.binarize.Binarizer.reference`). Set it for a whole model with
+    same values, bit for bit), ``"module"`` (the binarizer modules always) or ``"reference"`` (the official code's
+    composed arithmetic, see :meth:`onebit.binarize.Binarizer.reference`). Set it for a whole model with
     :func:`onebit.layers.set_training_path`.
     """
 

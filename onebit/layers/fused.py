@@ -278,8 +278,9 @@ def set_training_path(model: nn.Module, path: str) -> int:
     """Set ``training_path`` (``"lean"``, ``"module"`` or ``"reference"``) on every binary layer; returns the count.
 
     ``"lean"`` (the default of new layers) computes the same forward as ``"module"`` (the binarizer modules), bit
-    for bit, and saves int8 signs; ``"reference"`` computes what the official code computes, the way it computes it (the baseline of
-    ``benchmarks/train_step.py``; its weights may differ in the last bit, see ``onebit.binarize``).
+    for bit, and saves int8 signs; ``"reference"`` computes what the official code computes, the way it computes
+    it (the baseline of ``benchmarks/train_step.py``; its weights may differ in the last bit, see
+    ``onebit.binarize``).
     """
     if path not in TRAINING_PATHS:
         raise ValueError(f"training path must be one of {TRAINING_PATHS}, got {path!r}")
