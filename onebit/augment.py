@@ -195,7 +195,7 @@ def rand_augment(
     """RandAugment on a batch in [0, 1] with a jittered magnitude (see the module docstring for the timm mapping).
 
     Args:
-        x: images [B, 3, H, W] with values in [0, 1].
+        x: images [B, 3, H, W] (or grey [B, 1, H, W]) with values in [0, 1].
         g: generator; kornia draws from torch's global RNG, so it runs inside ``fork_rng`` seeded from ``g``.
         m: mean magnitude on timm's 0-10 scale.
         mstd: standard deviation of the per-group magnitude (0 = fixed).
@@ -208,6 +208,12 @@ def rand_augment(
     """
     from kornia.augmentation.auto import RandAugment
 
+    if x.shape[1] == 1:
+        # kornia's colour operations need RGB: a grey image replicated to 3 channels stays grey under every operation
+        # of the policy, so its first channel is the augmented grey image
+        return rand_augment(x.expand(-1, 3, -1, -1), g, m, mstd, n, groups, module)[:, :1].contiguous()
+    if x.shape[1] != 3:
+        raise ValueError(f"RandAugment needs 1 or 3 channels, got images of shape {tuple(x.shape)}")
     # m is overwritten per group below; 15 only satisfies the constructor's range check.
     ra = module if module is not None else RandAugment(n=n, m=15, policy=_randaugment_policy())
     chunks = torch.tensor_split(torch.arange(len(x)), min(max(groups, 1), len(x)))

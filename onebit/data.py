@@ -11,6 +11,7 @@ the epoch's start, so a run resumed in the middle of an epoch skips exactly the 
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from torch import Tensor
 from onebit.config import DataConfig
 from onebit.registry import Registry
 
-__all__ = ["DATASETS", "DataBundle", "TensorLoader", "build_data", "load_digits_tensors"]
+__all__ = ["DATASETS", "DataBundle", "TensorLoader", "build_data", "digits_normalisation", "load_digits_tensors"]
 
 DATASETS: Registry[Callable[[DataConfig, int], DataBundle]] = Registry("data set")
 
@@ -206,6 +207,16 @@ def load_digits_tensors(
     image_size: int = 16, val_fraction: float = 0.2, split_seed: int = 0
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The digits split as normalised tensors: (train_x [N,1,S,S], train_y, val_x, val_y)."""
+    return tuple(t.clone() for t in _load_digits(image_size, val_fraction, split_seed)[:4])  # the cache stays intact
+
+
+def digits_normalisation(image_size: int = 16, val_fraction: float = 0.2, split_seed: int = 0) -> tuple[float, float]:
+    """The (mean, std) of the digits' train split (pixels in [0, 1], after resizing) that the loader normalises with."""
+    return _load_digits(image_size, val_fraction, split_seed)[4]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_digits(image_size: int, val_fraction: float, split_seed: int):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -219,7 +230,7 @@ def load_digits_tensors(
         x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
     xt, xv = x[idx_train], x[idx_val]
     mean, std = xt.mean(), xt.std()
-    return (xt - mean) / std, y[idx_train], (xv - mean) / std, y[idx_val]
+    return (xt - mean) / std, y[idx_train], (xv - mean) / std, y[idx_val], (float(mean), float(std))
 
 
 @DATASETS.register("digits")
@@ -233,7 +244,7 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
     if chans != 1:
         xt, xv = xt.expand(-1, chans, -1, -1).contiguous(), xv.expand(-1, chans, -1, -1).contiguous()
     shift = max(1, cfg.image_size // 8) if cfg.augment else 0
-    return DataBundle(
+    bundle = DataBundle(
         train=TensorLoader(xt, yt, cfg.batch_size, shuffle=True, shift=shift, seed=seed),
         val=TensorLoader(xv, yv, cfg.eval_batch_size, shuffle=False),
         num_classes=10,
@@ -241,6 +252,10 @@ def _digits(cfg: DataConfig, seed: int) -> DataBundle:
         image_size=cfg.image_size,
         description=f"digits {cfg.image_size}x{cfg.image_size}: {len(yt)} train / {len(yv)} val",
     )
+    # the statistics the tensors were normalised with, so batch augmentation can work in pixel space
+    mean, std = digits_normalisation(cfg.image_size, cfg.val_fraction, cfg.split_seed)
+    bundle.mean, bundle.std = (mean,) * chans, (std,) * chans
+    return bundle
 
 
 def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:

@@ -207,3 +207,16 @@ def test_soft_cross_entropy():
     torch.testing.assert_close(soft_cross_entropy(logits, torch.nn.functional.one_hot(y, 4).float()), hard)
     t = torch.full((5, 4), 0.25)
     torch.testing.assert_close(soft_cross_entropy(logits, t), -logits.log_softmax(-1).mean(-1).mean())
+
+
+def test_rand_augment_on_grey_images_equals_the_rgb_replica():
+    from onebit.augment import rand_augment
+
+    x = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    grey = rand_augment(x, torch.Generator().manual_seed(1), groups=3)
+    rgb = rand_augment(x.expand(-1, 3, -1, -1).contiguous(), torch.Generator().manual_seed(1), groups=3)
+    assert grey.shape == x.shape
+    assert torch.equal(grey[:, 0], rgb[:, 0]) and torch.allclose(rgb[:, 0], rgb[:, 2], atol=1e-5)
+    assert not torch.equal(grey, x)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        rand_augment(torch.rand(2, 2, 8, 8), torch.Generator().manual_seed(0))

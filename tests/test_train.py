@@ -188,3 +188,15 @@ def test_training_paths_and_channels_last_train_the_same_model(tmp_path):
                 assert torch.allclose(v, finals[other][k], atol=1e-4, rtol=1e-4), (other, k)
     with pytest.raises(Exception, match="training_path"):
         run(_cfg("training_path=fast"), out_dir=tmp_path / "bad")
+
+
+def test_load_model_of_a_run_restores_the_stage_binarization(tmp_path):
+    from onebit.models.io import load_model
+
+    cfg = _cfg("stages.0.epochs=1", "stages.1.epochs=1", "data.limit_train=32", "stages.1.binarize_weights=false")
+    res = run(cfg, out_dir=tmp_path / "r")
+    model, _ = load_model(tmp_path / "r")
+    flags = {(m.binarize_input, m.binarize_weight) for m in model.modules() if hasattr(m, "binarize_weight")}
+    assert flags == {(True, False)}
+    x = torch.randn(4, 1, 16, 16)
+    assert torch.equal(model.eval()(x), res.model.eval()(x))

@@ -56,6 +56,8 @@ def test_distillation_stage_uses_the_teachers(teacher_run, tmp_path):
     # the official ensemble loss is half a soft cross-entropy: below the plain CE at the same (initial) weights
     assert steps[0]["loss"] < ce_steps[0]["loss"]
     assert [s["name"] for s in kd.summary["stages"]] == [s["name"] for s in plain.summary["stages"]]
+    epochs = [r for r in read_metrics(tmp_path / "kd/metrics.jsonl") if r["type"] == "epoch"]
+    assert epochs and all(r["active_assistant"] == "reactnet_digits" and len(r["teachers"]) == 2 for r in epochs)
     # teachers never enter the student's state
     assert set(load_file(str(tmp_path / "kd/checkpoints/stage2_step2/model.safetensors"))) == set(
         load_file(str(tmp_path / "ce/checkpoints/stage2_step2/model.safetensors"))

@@ -53,6 +53,7 @@ def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             if ck is None:
                 raise ModelLoadError(f"{path}: run directory without a checkpoint yet")
             load_weights(model, ck / "model.safetensors")
+            _apply_stage_binarization(model, cfg, ck)
             size = [input_channels(model), cfg.data.image_size, cfg.data.image_size]
             return model, {"input_size": size, "run_dir": str(path)}
         raise ModelLoadError(f"{path}: neither a model directory (model.json) nor a run directory (config.json)")
@@ -69,3 +70,16 @@ def input_channels(model: nn.Module) -> int:
         if isinstance(m, nn.Conv2d):
             return m.in_channels
     return 3
+
+
+def _apply_stage_binarization(model: nn.Module, cfg, ckpt: Path) -> None:
+    """What the binary layers binarize is a stage setting, not a weight: restore the one of the checkpoint's stage
+    (e.g. a float teacher trained with both switches off must not come back binarized)."""
+    from onebit.layers import set_binarization
+
+    try:
+        index = int(json.loads((ckpt / "meta.json").read_text()).get("stage_index", len(cfg.stages) - 1))
+    except (OSError, ValueError):
+        index = len(cfg.stages) - 1
+    stage = cfg.stages[min(max(index, 0), len(cfg.stages) - 1)]
+    set_binarization(model, activations=stage.binarize_activations, weights=stage.binarize_weights)

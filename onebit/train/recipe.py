@@ -533,6 +533,10 @@ class _Runner:
                 **meter.averages(),
                 **val,
             }
+            if getattr(task, "teachers", None):  # which teachers distilled this epoch (BNext's assistants switch)
+                rec["teachers"] = [getattr(t, "name", None) or str(t) for t in task.teachers]
+                if getattr(task, "active_assistant", None):
+                    rec["active_assistant"] = task.active_assistant
             if tracker is not None:
                 rec.update(tracker.c2i())
                 rec["ff_layers"] = tracker.pop_layer_ratios()
