@@ -97,6 +97,12 @@ def digits_stats(cfg: Any, seed: int) -> DataBundle:
     return DATASETS.get("digits")(cfg, seed)
 
 
+def _final_train_acc(rs: list[dict[str, Any]]) -> tuple[float, float]:
+    """Mean ± std over seeds of the last epoch's training accuracy (%)."""
+    finals = [_epoch_records(Path(r["run_dir"])) for r in rs]
+    return _mean_std([100 * recs[-1]["train_acc"] for recs in finals if recs])
+
+
 # ------------------------------------------------------------------------------------------------------------ KD
 def _prepare_teachers(root: Path, seed: int, epochs: int, overrides: list[str], console: Console) -> dict[str, str]:
     """Train (or reuse) the weak and strong teacher of ``seed``; returns ``{"weak": dir, "strong": dir}``."""
@@ -325,13 +331,7 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         rs = groups[label]
         top = _stat(rs, "val_top1", scale=100)
         tops[label] = top
-        train = _mean_std(
-            [
-                100 * _epoch_records(Path(r["run_dir"]))[-1]["train_acc"]
-                for r in rs
-                if _epoch_records(Path(r["run_dir"]))
-            ]
-        )
+        train = _final_train_acc(rs)
         who = ", ".join(t_roles) + (f"; assistants {', '.join(assistants)}" if assistants else "") if t_roles else "—"
         rows.append(
             f"| {label} | {who} | {loss if t_roles else 'label CE'} | {_fmt(top)} | {_fmt(train)} | "
@@ -444,13 +444,7 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
         rs = groups[label]
         top = _stat(rs, "val_top1", scale=100)
         tops[label] = top
-        train = _mean_std(
-            [
-                100 * _epoch_records(Path(r["run_dir"]))[-1]["train_acc"]
-                for r in rs
-                if _epoch_records(Path(r["run_dir"]))
-            ]
-        )
+        train = _final_train_acc(rs)
         rows.append(
             f"| {label} | {', '.join(f'`{x}`' for x in o) or 'random shift only'} | {_fmt(top)} | {_fmt(train)} | "
             f"{top[0] - base[0]:+.2f} | {_significance(top, base, n) if paper is not None else '—'} | "

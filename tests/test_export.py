@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
+from model_helpers import trained_like
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 import onebit
 from onebit.analysis.complexity import complexity
-from onebit.binarize import channel_abs_mean, set_temperature
+from onebit.binarize import channel_abs_mean
 from onebit.cli import main
 from onebit.export import (
     FORMAT,
@@ -26,20 +27,6 @@ from onebit.export import (
 from onebit.kernels.pack import pack_bits, unpack_bits
 from onebit.layers.binary import BinaryMixin
 from onebit.models import create_model
-
-
-def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A fresh model made to look trained: binary-regime temperatures, non-trivial BN statistics and affine."""
-    g = torch.Generator().manual_seed(seed)
-    set_temperature(model, 0.0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +52,7 @@ DIGITS = [("reactnet_digits", {}), ("bnext_digits", {}), ("bnext18_digits", {}),
 @pytest.mark.parametrize("name,kwargs", DIGITS + [("resnet_digits", {"family": "binary_resnet18"})])
 def test_digits_models_round_trip_exactly(tmp_path, name, kwargs):
     torch.manual_seed(0)
-    model = _trained_like(create_model(name, **kwargs))
+    model = trained_like(create_model(name, **kwargs))
     x = torch.randn(4, 1, 16, 16)
     ref = _logits(model, x)
     report = export_packed(model, tmp_path / "m.safetensors")
@@ -85,7 +72,7 @@ def test_digits_models_round_trip_exactly(tmp_path, name, kwargs):
 def test_bit_layout_and_folded_scale_match_the_latent_weights(tmp_path):
     """ReActNet: bit = 1 for W >= 0 along (in, kh, kw) of each output channel; scale = mean|W| (float64 check)."""
     torch.manual_seed(1)
-    model = _trained_like(create_model("reactnet_digits"))
+    model = trained_like(create_model("reactnet_digits"))
     export_packed(model, tmp_path / "m.safetensors")
     layer = model.feature[2].binary_3x3
     w = layer.weight.detach()
@@ -114,7 +101,7 @@ def test_bnext_has_no_scales_and_refuses_the_progressive_regime(tmp_path):
         export_packed(model, tmp_path / "m.safetensors")
     assert not (tmp_path / "m.safetensors").exists()
     assert list(tmp_path.iterdir()) == []
-    report = export_packed(_trained_like(model), tmp_path / "m.safetensors")
+    report = export_packed(trained_like(model), tmp_path / "m.safetensors")
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as f:
         keys = list(f.keys())
     assert sum(k.endswith(".weight.bits") for k in keys) == report["binary_layers"] == 13
@@ -130,7 +117,7 @@ def test_bnext_has_no_scales_and_refuses_the_progressive_regime(tmp_path):
 def test_exact_zero_weights_keep_the_official_sign_of_zero(tmp_path):
     """sign(0) = 0 at eval cannot be one bit: the artefact lists the zeros and the loaded model reproduces them."""
     torch.manual_seed(2)
-    model = _trained_like(create_model("reactnet_digits"))
+    model = trained_like(create_model("reactnet_digits"))
     layer = model.feature[1].binary_pw_down1
     with torch.no_grad():
         layer.weight.view(-1)[[0, 5, 77]] = 0.0
@@ -148,7 +135,7 @@ def test_exact_zero_weights_keep_the_official_sign_of_zero(tmp_path):
 
 def test_reactnet_a_round_trip_and_size(tmp_path):
     torch.manual_seed(0)
-    model = _trained_like(create_model("reactnet_a"))
+    model = trained_like(create_model("reactnet_a"))
     x = torch.randn(2, 3, 32, 32)
     report = export_packed(model, tmp_path / "reactnet_a.safetensors")
     assert torch.equal(_logits(load_packed(tmp_path / "reactnet_a.safetensors"), x), _logits(model, x))
@@ -159,7 +146,7 @@ def test_reactnet_a_round_trip_and_size(tmp_path):
 
 def test_bnext_tiny_artefact_is_within_2_percent_and_14_mb(tmp_path):
     torch.manual_seed(0)
-    model = _trained_like(create_model("bnext_tiny"))
+    model = trained_like(create_model("bnext_tiny"))
     x = torch.randn(2, 3, 32, 32)
     report = export_packed(model, tmp_path / "bnext_tiny.safetensors", meta={"input_size": [3, 224, 224]})
     size = (tmp_path / "bnext_tiny.safetensors").stat().st_size
@@ -177,7 +164,7 @@ def test_quantized_model_stores_codes_at_their_bit_width(tmp_path, bits):
     from onebit.quantize import quantize_
 
     torch.manual_seed(0)
-    model = _trained_like(create_model("bnext_digits"))
+    model = trained_like(create_model("bnext_digits"))
     quantize_(model, bits)
     x = torch.randn(3, 1, 16, 16)
     report = export_packed(model, tmp_path / "q.safetensors")
@@ -221,7 +208,7 @@ def test_param_mb_matches_the_summary_for_step1_models():
 def artefact(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("packed") / "m.safetensors"
-    export_packed(_trained_like(create_model("reactnet_digits", width=8)), path)
+    export_packed(trained_like(create_model("reactnet_digits", width=8)), path)
     return path
 
 
@@ -270,7 +257,7 @@ def test_export_is_atomic(tmp_path, artefact, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        export_packed(_trained_like(create_model("reactnet_digits", width=8)), out)
+        export_packed(trained_like(create_model("reactnet_digits", width=8)), out)
     assert out.read_bytes() == artefact.read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left
 
@@ -291,7 +278,7 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     save_json(RunConfig(model=ModelConfig(name="bnext_digits", num_classes=10)), run / "config.json")
-    save_checkpoint(run / "checkpoints", "last", _trained_like(create_model("bnext_digits")), {}, {})
+    save_checkpoint(run / "checkpoints", "last", trained_like(create_model("bnext_digits")), {}, {})
     code = main(["export", str(run), "--format", "packed", "--out", str(tmp_path / "run.safetensors")])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -315,7 +302,7 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
 )
 def test_every_registered_imagenet_model_round_trips(tmp_path, name):
     torch.manual_seed(0)
-    model = _trained_like(create_model(name))
+    model = trained_like(create_model(name))
     x = torch.randn(2, 3, 32, 32)
     report = export_packed(model, tmp_path / "m.safetensors")
     assert torch.equal(_logits(load_packed(tmp_path / "m.safetensors"), x), _logits(model, x))

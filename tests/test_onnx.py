@@ -6,10 +6,11 @@ Criterion: max |logits_onnxruntime - logits_torch_eval| <= 1e-5 * max(1, max |lo
 
 import pytest
 import torch
+from model_helpers import trained_like
 from torch import nn
 
 import onebit
-from onebit.binarize import SignSTE, set_temperature
+from onebit.binarize import SignSTE
 from onebit.cli import main
 from onebit.export import ExportError, compare_onnx, export_onnx, inference_model
 from onebit.layers import BinaryConv2d
@@ -36,17 +37,6 @@ MODELS = [
     # "quantized" rebuilds a model rewritten by quantize_: covered by test_quantized_model_matches_onnxruntime
     if n != "quantized" and n not in CHAOTIC
 ]
-
-
-def _trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    set_temperature(model, 0.0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model.eval()
 
 
 def _graph(path):
@@ -95,7 +85,7 @@ def _check_graph(path, model):
 @pytest.mark.parametrize("name", MODELS)
 def test_registered_model_matches_onnxruntime(tmp_path, name):
     torch.manual_seed(0)
-    model = _trained_like(onebit.create_model(name))
+    model = trained_like(onebit.create_model(name), affine=False)
     c = input_channels(model)
     res = 16 if name in FAST else 32
     report = export_onnx(model, tmp_path / f"{name}.onnx", (1, c, res, res))
@@ -107,7 +97,7 @@ def test_registered_model_matches_onnxruntime(tmp_path, name):
 
 def test_inference_model_leaves_the_model_alone_and_computes_the_same():
     torch.manual_seed(0)
-    model = _trained_like(onebit.create_model("bnext18_digits"))
+    model = trained_like(onebit.create_model("bnext18_digits"), affine=False)
     model.train()
     latent = [m.weight.clone() for m in model.modules() if isinstance(m, BinaryMixin)]
     inf = inference_model(model)
@@ -158,7 +148,7 @@ def test_quantized_model_matches_onnxruntime(tmp_path, bits):
     from onebit.quantize import quantize_
 
     torch.manual_seed(0)
-    model = _trained_like(onebit.create_model("bnext_digits"))
+    model = trained_like(onebit.create_model("bnext_digits"), affine=False)
     quantize_(model, bits)
     assert sum(isinstance(m, QuantizedInference) for m in inference_model(model).modules()) == 2 * 13 + 2
     export_onnx(model, tmp_path / "q.onnx", (1, 1, 16, 16))
@@ -179,7 +169,7 @@ def test_cli_exports_onnx_and_checks_it(tmp_path, capsys):
 def test_dynamo_exporter_agrees(tmp_path):
     pytest.importorskip("onnxscript")
     torch.manual_seed(0)
-    model = _trained_like(onebit.create_model("reactnet_digits"))
+    model = trained_like(onebit.create_model("reactnet_digits"), affine=False)
     report = export_onnx(model, tmp_path / "d.onnx", (1, 1, 16, 16), dynamo=True)
     assert report["exporter"] == "dynamo"
     diff = compare_onnx(model, tmp_path / "d.onnx", torch.randn(3, 1, 16, 16))
@@ -197,7 +187,7 @@ def test_chaotic_quantized_model_matches_layer_by_layer(tmp_path, name):
     from onebit.export import QuantizedInference
 
     torch.manual_seed(0)
-    model = _trained_like(onebit.create_model(name))
+    model = trained_like(onebit.create_model(name), affine=False)
     x = torch.randn(3, input_channels(model), 32, 32)
     export_onnx(model, tmp_path / "m.onnx", (1, *x.shape[1:]))
     _check_graph(tmp_path / "m.onnx", model)
