@@ -176,7 +176,8 @@ def _small(name: str) -> torch.nn.Module:
     return BinaryResNet(cfg, num_classes=10)
 
 
-def _check_packed_model(model: torch.nn.Module, size: int, backend: str = "auto") -> None:
+def _check_packed_model(model: torch.nn.Module, size: int, backend: str = "auto", device: str = "cpu") -> None:
+    """Pack a copy of ``model`` on CPU, move it to ``device`` and compare its logits with the CPU eval model."""
     model.eval()
     set_temperature(model, 0.0)  # BNext: hard-sign weights (the trained state); no effect elsewhere
     _randomize_(model)
@@ -187,8 +188,9 @@ def _check_packed_model(model: torch.nn.Module, size: int, backend: str = "auto"
     report = pack_(packed, backend=backend)
     assert not report.float_layers and report.fused
     assert not any(isinstance(m, BinaryConv2d) for m in packed.modules())
+    packed.to(device)
     with torch.no_grad():
-        out = packed(x)
+        out = packed(x.to(device)).cpu()
     # float32 epilogues differ from the float model only by rounding (BN/alpha folded); no sign flips
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert torch.equal(out.argmax(1), ref.argmax(1))

@@ -108,6 +108,15 @@ def _vec(p: Tensor | None) -> Tensor | None:
     return None if p is None else p.detach().reshape(-1).float().clone()
 
 
+def _target_device(fn) -> torch.device:
+    """The device an ``nn.Module._apply`` function sends tensors to (probed on a float32 CPU scalar)."""
+    return fn(torch.zeros(1)).device
+
+
+def _to(t: Tensor | None, device: torch.device) -> Tensor | None:
+    return None if t is None else t.to(device)
+
+
 def _check_inference(x: Tensor) -> None:
     if torch.is_grad_enabled() and x.requires_grad:
         raise RuntimeError("packed modules are inference-only: run them under torch.no_grad()/inference_mode()")
@@ -162,6 +171,17 @@ class PackedConv2d(nn.Module):
             + (f" ({zeros} zero weights read as +1)" if zeros else "")
         )
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        # The packed weight and epilogue are not parameters/buffers (their layout and dtypes are the kernels'
+        # contract): only the device follows model.to()/.cuda(); dtype and memory-format changes do not apply.
+        super()._apply(fn, recurse)
+        dev = _target_device(fn)
+        if self.pw.words.device != dev:
+            self.pw = self.pw.to(dev)
+            self.epilogue = self.epilogue.to(dev).checked(self.pw.out_channels)
+            self.shift = _to(self.shift, dev)
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         _check_inference(x)
         xp = pack_activations(x.float(), self.shift, self.pw.padding, backend=self.backend)
@@ -169,7 +189,7 @@ class PackedConv2d(nn.Module):
         return y  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return f"{self.desc}, backend={resolve_backend(self.backend)}"
+        return f"{self.desc}, backend={resolve_backend(self.backend, self.pw.words.device)}"
 
 
 class FusedReActBlock(nn.Module):
@@ -233,6 +253,18 @@ class FusedReActBlock(nn.Module):
         self.conv2_ep.thresh = self.next_shift
         self.conv2_ep = self.conv2_ep.checked(self.planes)
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        # as PackedConv2d._apply: conv1 moves itself (a child module); the second conv and the shifts move here
+        super()._apply(fn, recurse)
+        dev = _target_device(fn)
+        if self.conv2_pw.words.device != dev:
+            self.conv2_pw = self.conv2_pw.to(dev)
+            self.conv2_ep = self.conv2_ep.to(dev).checked(self.planes)
+            self.shift_in = _to(self.shift_in, dev)  # type: ignore[assignment]
+            self.next_shift = _to(self.next_shift, dev)
+            self._handoff = None
+        return self
+
     def forward(self, x: Tensor) -> Tensor:
         _check_inference(x)
         x = x.float()
@@ -262,7 +294,8 @@ class FusedReActBlock(nn.Module):
         return out  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
-        return f"{self.inplanes}->{self.planes}, stride={self.stride}, backend={resolve_backend(self.backend)}"
+        dev = self.conv2_pw.words.device
+        return f"{self.inplanes}->{self.planes}, stride={self.stride}, backend={resolve_backend(self.backend, dev)}"
 
 
 def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
@@ -351,8 +384,9 @@ def pack_(model: nn.Module, cfg: dict | None = None, *, backend: str | None = No
         model: a model in eval mode (``model.eval()``); it becomes inference-only.
         cfg: options: ``{"fuse": bool}`` (default True: fuse the known blocks of ReActNet-A, BNext and Bi-Real
             ResNets), ``{"backend": ...}`` (same as ``backend``).
-        backend: ``None``/``"auto"`` (compiled kernel when it loads), ``"native"`` or ``"torch"`` (the pure-torch
-            reference; ``ONEBIT_KERNELS=torch`` forces it globally).
+        backend: ``None``/``"auto"`` (per call: the int8 GEMM for CUDA tensors, else the compiled kernel when it
+            loads), ``"native"``, ``"torch"`` (the pure-torch reference; ``ONEBIT_KERNELS=torch`` forces it on CPU)
+            or ``"int8"`` (``torch._int_mm``, CPU or CUDA). A packed model moves with ``model.to(device)``.
 
     Returns:
         A :class:`PackReport`.
@@ -365,11 +399,11 @@ def pack_(model: nn.Module, cfg: dict | None = None, *, backend: str | None = No
     if unknown:
         raise ValueError(f"pack_ cfg: unknown keys {sorted(unknown)}; expected 'fuse', 'backend'")
     backend = cfg.get("backend", backend)
-    resolve_backend(backend)  # validates the name / availability up front
+    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+    chosen = resolve_backend(backend, dev)  # validates the name / availability up front
     if model.training:
         raise RuntimeError("pack_ needs a model in eval mode (call model.eval() first): packed modules cannot train")
-    report = PackReport(backend=_native.backend_info() if resolve_backend(backend) == "native" else {
-        **_native.backend_info(), "backend": "torch"})  # fmt: skip
+    report = PackReport(backend={**_native.backend_info(), "backend": chosen})
     with torch.no_grad():
         if cfg.get("fuse", True):
             _fuse_reactnet(model, report, backend)

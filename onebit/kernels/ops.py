@@ -18,6 +18,7 @@ shift binarizes to +1, while the float models' ``torch.sign`` gives 0 there (see
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from onebit.kernels import _native
+from onebit.kernels import int8 as _int8
 from onebit.kernels.pack import pack_bits, to_bits
 
 __all__ = [
@@ -40,21 +42,38 @@ __all__ = [
 _M1, _M2, _M4, _H01 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101
 
 
-def resolve_backend(backend: str | None) -> str:
-    """``"native"`` when the compiled kernel is loaded and not refused, else ``"torch"``.
+BACKENDS = ("auto", "native", "torch", "int8")
+
+
+def resolve_backend(backend: str | None, device: torch.device | str | None = None) -> str:
+    """The backend that runs for ``backend`` on tensors of ``device``.
+
+    ``"auto"`` picks ``"int8"`` (int8 tensor-core GEMM) for CUDA tensors, and on CPU ``"native"`` when the compiled
+    kernel is loaded and not refused, else ``"torch"``.
 
     Args:
-        backend: ``None``/``"auto"`` (native if available), ``"native"`` (error if unavailable), ``"torch"``.
+        backend: ``None``/``"auto"``, ``"native"`` (compiled CPU kernel; error if unavailable or on a non-CPU
+            device), ``"torch"`` (pure-torch XOR-popcount reference) or ``"int8"`` (``torch._int_mm``, CPU or CUDA).
+        device: device of the tensors the op runs on; ``None`` means CPU (the decision of the CPU-only API).
     """
+    dev = torch.device("cpu" if device is None else device)
     if backend in (None, "auto"):
-        return "native" if _native.load() is not None else "torch"
+        if dev.type == "cuda" and _int8.available():
+            return "int8"
+        return "native" if dev.type == "cpu" and _native.load() is not None else "torch"
     if backend == "torch":
         return "torch"
+    if backend == "int8":
+        if not _int8.available():
+            raise RuntimeError(f"backend='int8' needs torch._int_mm (torch >= 2.2), not in torch {torch.__version__}")
+        return "int8"
     if backend == "native":
+        if dev.type != "cpu":
+            raise RuntimeError(f"backend='native' is a CPU kernel; tensors are on {dev} (use 'int8' or 'auto')")
         if _native.load() is None:
             raise RuntimeError(f"backend='native' asked for but {_native.backend_info()['reason']}")
         return "native"
-    raise ValueError(f"backend must be 'auto', 'native' or 'torch', got {backend!r}")
+    raise ValueError(f"backend must be 'auto', 'native', 'torch' or 'int8', got {backend!r}")
 
 
 def popcount64(v: Tensor) -> Tensor:
@@ -97,14 +116,16 @@ def pack_activations(x: Tensor, shift: Tensor | None = None, pad: int = 0, backe
         backend: see :func:`resolve_backend`.
 
     Returns:
-        ``int64 [N, H + 2 pad, W + 2 pad, ceil(C / 64)]``.
+        ``int64 [N, H + 2 pad, W + 2 pad, ceil(C / 64)]``; with the ``"int8"`` backend int8 ±1
+        ``[N, H + 2 pad, W + 2 pad, C]`` with a border of 0 (see :mod:`onebit.kernels.int8`).
     """
     if x.dim() != 4 or x.dtype != torch.float32:
         raise ValueError(f"pack_activations expects a float32 [N, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
     n, c, h, w = x.shape
     if shift is not None and shift.numel() != c:
         raise ValueError(f"shift has {shift.numel()} values for {c} channels")
-    if resolve_backend(backend) == "native":
+    be = resolve_backend(backend, x.device)
+    if be == "native":
         xs = _nhwc(x)
         t = None if shift is None else shift.detach().reshape(-1).float().contiguous()
         out = torch.zeros(n, h + 2 * pad, w + 2 * pad, _words(c), dtype=torch.int64)
@@ -113,6 +134,8 @@ def pack_activations(x: Tensor, shift: Tensor | None = None, pad: int = 0, backe
         )
         return out
     v = x if shift is None else x + shift.detach().reshape(1, c, 1, 1).float()
+    if be == "int8":
+        return _int8.pack_int8(v.permute(0, 2, 3, 1), pad)
     words = _bits_to_words(to_bits(v.permute(0, 2, 3, 1)))
     return F.pad(words, (0, 0, pad, pad, pad, pad)) if pad else words.contiguous()
 
@@ -126,6 +149,8 @@ class PackedWeight:
         wq: ``int64 [ceil(O / 8), KH, KW * K, 8]`` (kernel layout: blocks of 8 output channels).
         wlo, whi: low/high nibbles of ``wq`` (the AVX2 kernel's operands).
         corr: ``int32 [KH * KW, O]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
+        w8: int8 ±1 ``[ceil8(O), ceil8(KH * KW * C)]`` (the ``"int8"`` backend's GEMM operand, zero-padded).
+        pad_value: value of the padded input taps (0, -1 or +1).
     """
 
     words: Tensor
@@ -138,6 +163,18 @@ class PackedWeight:
     kernel_size: tuple[int, int]
     stride: int
     padding: int
+    w8: Tensor | None = None
+    pad_value: float = 0.0
+
+    def to(self, device: torch.device | str) -> PackedWeight:
+        """A copy on ``device`` (dtypes and contiguity kept; the native kernel runs on CPU copies only)."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            if isinstance(getattr(self, f.name), Tensor)
+            else getattr(self, f.name)
+            for f in dataclasses.fields(self)
+        }
+        return PackedWeight(**moved)
 
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         kh, kw = self.kernel_size
@@ -179,6 +216,8 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
         kernel_size=(kh, kw),
         stride=int(stride),
         padding=int(padding),
+        w8=_int8.weight_matrix(sign_w) if _int8.available() else None,
+        pad_value=float(pad_value),
     )
 
 
@@ -212,6 +251,12 @@ class ConvEpilogue:
             raise ValueError(f"epilogue {name} has {t.numel()} values for {o} output channels")
         return t
 
+    def to(self, device: torch.device | str) -> ConvEpilogue:
+        """A copy with every vector on ``device`` (float32 kept), not yet checked."""
+        return ConvEpilogue(
+            **{f.name: None if (t := getattr(self, f.name)) is None else t.to(device) for f in dataclasses.fields(self)}
+        )
+
     def checked(self, o: int) -> ConvEpilogue:
         """A copy with every vector flat float32 of length ``o`` (a PReLU with one shared slope is expanded); the
         epilogue itself when it is already one (checked epilogues are reused on every call)."""
@@ -242,21 +287,37 @@ def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
     cols = cols.permute(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)  # [P, KH*KW*K]
     wm = pw.words.reshape(pw.out_channels, -1)  # [O, L]
     rows = max(1, (1 << 22) // max(1, wm.numel()))
-    counts = torch.empty(cols.shape[0], pw.out_channels, dtype=torch.int64)
+    counts = torch.empty(cols.shape[0], pw.out_channels, dtype=torch.int64, device=xp.device)
     for r0 in range(0, cols.shape[0], rows):
         counts[r0 : r0 + rows] = popcount64(cols[r0 : r0 + rows, None, :] ^ wm[None]).sum(-1)
     dot = kh * kw * pw.in_channels - 2 * counts
     if pw.corr is not None:
-        iy = torch.arange(oh) * s - pw.padding
-        ix = torch.arange(ow) * s - pw.padding
-        ty = iy[:, None] + torch.arange(kh)[None]  # [OH, KH]
-        tx = ix[:, None] + torch.arange(kw)[None]  # [OW, KW]
+        dev = xp.device
+        iy = torch.arange(oh, device=dev) * s - pw.padding
+        ix = torch.arange(ow, device=dev) * s - pw.padding
+        ty = iy[:, None] + torch.arange(kh, device=dev)[None]  # [OH, KH]
+        tx = ix[:, None] + torch.arange(kw, device=dev)[None]  # [OW, KW]
         out_y = (ty < 0) | (ty >= h)
         out_x = (tx < 0) | (tx >= w)
         padded = (out_y[:, None, :, None] | out_x[None, :, None, :]).reshape(oh * ow, kh * kw)  # [OH*OW, T]
         fix = padded.to(torch.int64) @ pw.corr.to(torch.int64)  # [OH*OW, O]
         dot = dot.reshape(n, oh * ow, -1) + fix[None]
     return dot.reshape(n, oh, ow, pw.out_channels).to(torch.int32)
+
+
+def _conv_int8(xp: Tensor, pw: PackedWeight) -> Tensor:
+    """``int32 [N, OH, OW, O]`` through the int8 GEMM; the 0 border of ``xp`` is exact zero padding, a ±1
+    ``pad_value`` is written into the border first."""
+    if pw.w8 is None:
+        raise RuntimeError("this PackedWeight has no int8 matrix (packed with a torch without torch._int_mm)")
+    if pw.w8.device != xp.device:
+        raise ValueError(f"packed weight on {pw.w8.device}, input on {xp.device}: move the module (model.to(device))")
+    p = pw.padding
+    if p and pw.pad_value != 0.0:
+        xp = xp.clone()
+        fill = int(pw.pad_value)
+        xp[:, :p], xp[:, -p:], xp[:, :, :p], xp[:, :, -p:] = fill, fill, fill, fill
+    return _int8.conv_int8(xp, pw.w8, pw.out_channels, pw.kernel_size, pw.stride)
 
 
 def _epilogue_torch(dot: Tensor, ep: ConvEpilogue, res: Tensor | None) -> Tensor:
@@ -266,7 +327,7 @@ def _epilogue_torch(dot: Tensor, ep: ConvEpilogue, res: Tensor | None) -> Tensor
         v = v + ep.bias
     if res is not None:
         o, rc = dot.shape[-1], res.shape[-1]
-        v = v + (res if rc == o else res[..., torch.arange(o) % rc])
+        v = v + (res if rc == o else res[..., torch.arange(o, device=res.device) % rc])
     if ep.act_in is not None:
         v = v + ep.act_in
     if ep.slope is not None:
@@ -329,12 +390,19 @@ def binary_conv(
     h, w = in_size
     n, hp, wp, k = xp.shape
     o = pw.out_channels
-    if k != _words(pw.in_channels) or hp != h + 2 * pw.padding or wp != w + 2 * pw.padding:
+    be = resolve_backend(backend, xp.device)
+    want_dtype, k_expected = (torch.int8, pw.in_channels) if be == "int8" else (torch.int64, _words(pw.in_channels))
+    if xp.dtype != want_dtype:
+        raise ValueError(
+            f"backend {be!r} expects packed input of dtype {want_dtype} (from pack_activations with the same "
+            f"backend), got {xp.dtype}"
+        )
+    if k != k_expected or hp != h + 2 * pw.padding or wp != w + 2 * pw.padding:
         raise ValueError(
             f"packed input {tuple(xp.shape)} does not fit a conv over {pw.in_channels} channels at {h}x{w} with "
             f"padding {pw.padding}"
         )
-    ep = (epilogue or ConvEpilogue(scale=torch.ones(o))).checked(o)
+    ep = (epilogue or ConvEpilogue(scale=torch.ones(o, device=xp.device))).checked(o)
     oh, ow = pw.out_size(h, w)
     res = None
     if residual is not None:
@@ -343,7 +411,7 @@ def binary_conv(
         res = residual.permute(0, 2, 3, 1)
         if res.dtype != torch.float32 or not res.is_contiguous():
             res = res.float().contiguous()
-    if resolve_backend(backend) == "native":
+    if be == "native":
         out_f = torch.empty(n, oh, ow, o, dtype=torch.float32) if want_float else None
         bits = None
         if bits_pad is not None:
@@ -359,7 +427,10 @@ def binary_conv(
         a.nthreads = torch.get_num_threads()
         _native.load().ob_conv(ctypes.byref(a))  # type: ignore[union-attr]
     else:
-        dot = _conv_torch(xp.contiguous(), pw, h, w)
+        if be == "int8":
+            dot = _conv_int8(xp, pw)
+        else:
+            dot = _conv_torch(xp.contiguous(), pw, h, w)
         out_int = dot if want_int else None
         out_f, bits = None, None
         if want_float or bits_pad is not None:
@@ -367,7 +438,10 @@ def binary_conv(
             out_f = v if want_float else None
             if bits_pad is not None:
                 t = v if ep.thresh is None else v + ep.thresh
-                words = _bits_to_words(to_bits(t))
-                bits = F.pad(words, (0, 0, bits_pad, bits_pad, bits_pad, bits_pad)) if bits_pad else words
+                if be == "int8":
+                    bits = _int8.pack_int8(t, bits_pad)
+                else:
+                    words = _bits_to_words(to_bits(t))
+                    bits = F.pad(words, (0, 0, bits_pad, bits_pad, bits_pad, bits_pad)) if bits_pad else words
     y = out_f.permute(0, 3, 1, 2) if out_f is not None else None
     return y, bits, out_int
