@@ -144,11 +144,18 @@ def select_isa(name: str | None) -> str:
 
 
 def backend_info() -> dict:
-    """Which backend the packed engine uses: ``{"backend": "native"|"torch", "isa", "cpu_isa", "openmp", "library",
-    "reason"}`` (``reason`` says why the native kernel is not used, when it is not)."""
+    """Which backend the packed engine uses on CPU tensors: ``{"backend": "native"|"torch", "isa", "cpu_isa",
+    "openmp", "library", "reason", "int8", "cuda"}`` (``reason`` says why the native kernel is not used, when it is
+    not). ``int8``: the int8 GEMM backend (``torch._int_mm``) is available — ``backend="auto"`` uses it for CUDA
+    tensors, and ``backend="int8"`` forces it on CPU too; ``cuda``: a CUDA device is present."""
+    import torch
+
+    gpu = {"int8": hasattr(torch, "_int_mm"), "cuda": torch.cuda.is_available()}
     lib = load()
     if lib is None:
-        return {"backend": "torch", "isa": None, "cpu_isa": None, "openmp": False, "library": None, "reason": _reason}
+        return {
+            "backend": "torch", "isa": None, "cpu_isa": None, "openmp": False, "library": None, "reason": _reason, **gpu
+        }  # fmt: skip
     return {
         "backend": "native",
         "isa": ISA_NAMES[lib.ob_isa()],
@@ -156,4 +163,5 @@ def backend_info() -> dict:
         "openmp": bool(lib.ob_has_openmp()),
         "library": str(_find()),
         "reason": None,
+        **gpu,
     }
