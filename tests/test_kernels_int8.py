@@ -10,8 +10,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_kernels import _check_packed_model, _ref_dot, _small
+from test_kernels import _check_packed_model, _randomize_, _ref_dot, _small
 
+from onebit.binarize import set_temperature
 from onebit.kernels import pack_
 from onebit.kernels.engine import FusedReActBlock, PackedConv2d
 from onebit.kernels.ops import ConvEpilogue, _bits_to_words, binary_conv, pack_activations, pack_weight, resolve_backend
@@ -184,3 +185,23 @@ def test_full_packed_models_at_64_on_cuda(name, monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     torch.manual_seed(0)
     _check_packed_model(create_model(name), 64, "auto", device="cuda")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("name", ["reactnet", "bnext", "resnet"])
+def test_pack_a_model_already_on_cuda(name, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = _small(name).eval()
+    set_temperature(model, 0.0)
+    _randomize_(model)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    model.cuda()
+    assert pack_(model).backend["backend"] == "int8"  # auto on a CUDA model
+    with torch.no_grad():
+        out = model(x.cuda()).cpu()
+    assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+    assert torch.equal(out.argmax(1), ref.argmax(1))

@@ -4,6 +4,9 @@ Every op has two implementations that give identical results: the compiled kerne
 :mod:`onebit.kernels._native`) and a pure-torch reference that computes the same thing with exact integer
 arithmetic (XOR of int64 words, SWAR popcount) and the same float32 epilogue, operation by operation. The reference
 runs when no compiled kernel loads, when ``ONEBIT_KERNELS=torch`` is set, or when ``backend="torch"`` is asked for.
+A third backend, ``"int8"`` (:mod:`onebit.kernels.int8`), computes the same integers as an int8 GEMM
+(``torch._int_mm``: int8 tensor cores on CUDA, also runs on CPU) with the reference's epilogue code; ``"auto"``
+picks it for CUDA tensors. Its packed activations are int8 ±1 NHWC with a 0 border instead of 64-bit words.
 
 Layout: activations are NHWC ``int64`` words ``[N, H + 2p, W + 2p, ceil(C / 64)]`` — the bytes of
 :func:`onebit.kernels.pack.pack_bits` along channels (little bit order, sign(0) -> +1, zero pad bits), padded to
@@ -193,8 +196,10 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
         raise ValueError(f"pack_weight expects [O, C, KH, KW], got {tuple(sign_w.shape)}")
     if pad_value not in (-1.0, 0.0, 1.0):
         raise ValueError(f"pad_value must be -1, 0 or +1 for a binary input, got {pad_value}")
+    device = sign_w.device
+    sign_w = sign_w.detach().float().cpu()  # packed on CPU, then moved whole: one device for every field
     o, c, kh, kw = sign_w.shape
-    bits = to_bits(sign_w.detach().float().permute(0, 2, 3, 1))  # [O, KH, KW, C]
+    bits = to_bits(sign_w.permute(0, 2, 3, 1))  # [O, KH, KW, C]
     words = _bits_to_words(bits)  # [O, KH, KW, K]
     k = words.shape[-1]
     o8 = (o + 7) // 8
@@ -205,7 +210,7 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
     if padding:
         tap_sum = (2 * bits.to(torch.int32).sum(-1) - c).reshape(o, kh * kw)  # Σ ±1 over the channels of each tap
         corr = (tap_sum * int(1 + pad_value)).t().to(torch.int32).contiguous()
-    return PackedWeight(
+    pw = PackedWeight(
         words=words.contiguous(),
         wq=wq,
         wlo=(wq & _M4).contiguous(),
@@ -219,6 +224,7 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
         w8=_int8.weight_matrix(sign_w) if _int8.available() else None,
         pad_value=float(pad_value),
     )
+    return pw if device.type == "cpu" else pw.to(device)
 
 
 @dataclass
