@@ -16,6 +16,7 @@ from pathlib import Path
 __all__ = ["ISA_NAMES", "ConvArgs", "backend_info", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
+_ABI = 2  # ob_abi_version() of the csrc/bitconv.c this module binds
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
 
 _p = ctypes.c_void_p
@@ -86,6 +87,10 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_abi_version.restype = ctypes.c_int
     lib.ob_pack_nhwc.argtypes = [_p, _p, _i, _i, _i, _i, _i, _i, _i, _p, _i]
     lib.ob_pack_nhwc.restype = None
+    lib.ob_gate_residual.argtypes = [_p, _p, _i, _i, _i, _p, _p, _i, _p, _i, _i]
+    lib.ob_gate_residual.restype = None
+    lib.ob_mix_mean.argtypes = [_p, _p, _i, _i, _i, _p, _p, _p, _i]
+    lib.ob_mix_mean.restype = None
     lib.ob_conv.argtypes = [ctypes.POINTER(ConvArgs)]
     lib.ob_conv.restype = ctypes.c_int
     lib.ob_ceiling.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]
@@ -112,9 +117,10 @@ def load() -> ctypes.CDLL | None:
         return None
     try:
         lib = ctypes.CDLL(str(path))
+        lib.ob_abi_version.restype = ctypes.c_int
+        if lib.ob_abi_version() != _ABI:  # checked before binding: a stale build lacks newer symbols
+            raise OSError(f"ABI version {lib.ob_abi_version()} != {_ABI} (stale build: rerun `pip install -e .`)")
         _bind(lib)
-        if lib.ob_abi_version() != 1:
-            raise OSError(f"ABI version {lib.ob_abi_version()} != 1 (stale build: rerun `pip install -e .`)")
     except (OSError, AttributeError) as e:
         _reason = f"{path.name} failed to load ({e}); the pure-torch reference path is used"
         warnings.warn(_reason, RuntimeWarning, stacklevel=2)

@@ -28,11 +28,19 @@ from torch import Tensor, nn
 
 from onebit.binarize import ApproxSign, Identity, SignSTE
 from onebit.kernels import _native
-from onebit.kernels.ops import ConvEpilogue, PackedWeight, binary_conv, pack_activations, pack_weight, resolve_backend
+from onebit.kernels.ops import (
+    ConvEpilogue,
+    PackedWeight,
+    _nhwc,
+    binary_conv,
+    pack_activations,
+    pack_weight,
+    resolve_backend,
+)
 from onebit.layers.activations import LearnableBias
 from onebit.layers.binary import BinaryConv2d
 
-__all__ = ["FusedReActBlock", "PackReport", "PackedConv2d", "binary_weight_signs", "pack_"]
+__all__ = ["FusedBNextProcessor", "FusedReActBlock", "PackReport", "PackedConv2d", "binary_weight_signs", "pack_"]
 
 
 @dataclass
@@ -298,6 +306,131 @@ class FusedReActBlock(nn.Module):
         return f"{self.inplanes}->{self.planes}, stride={self.stride}, backend={resolve_backend(self.backend, dev)}"
 
 
+class FusedBNextProcessor(nn.Module):
+    """A BNext processor (:class:`~onebit.models.bnext.InfoRCP` or :class:`~onebit.models.bnext.ELMAttention`) with
+    its binary branch packed and its float tail in one pass.
+
+    Branch: Z = PReLU_b(BN₁(sign(X + b) ⊛ W)) in one kernel call (shift, sign+pack, conv, BN₁, PReLU_b folded).
+    Gate (with Info-RCP recoupling): GAP(λ·ref + (1−λ)·Z) = λ·GAP(ref) + (1−λ)·GAP(Z) — linear, so the mix itself is
+    never formed — then the SE gate s = sigmoid(SE(·)) on the pooled vectors. Tail, one pass over Z and R
+    (``ob_gate_residual``): Info-RCP ``BN₂(s ⊙ Z) + R``, ELM-Attention ``BN₂(s ⊙ Z ⊙ R) + R`` with BN₂ folded into
+    ``a = g₂ s`` and ``h₂``. R = X (Info-RCP) or PReLU_a(X) through the original shortcut (ELM); 2x2-pooled at stride 2.
+    The result equals the float processor up to float rounding (BN folding, the pooled mix).
+    """
+
+    def __init__(self, proc: nn.Module, backend: str | None = None) -> None:
+        from onebit.models.bnext import ELMAttention, InfoRCP, SqueezeExpand
+
+        super().__init__()
+        if not isinstance(proc, (InfoRCP, ELMAttention)):
+            raise ValueError(f"not a BNext processor: {type(proc).__name__}")
+        self.backend = backend
+        self.elm = isinstance(proc, ELMAttention)
+        self.stride = proc.stride
+        self.recouple = proc.infor_recoupling
+        self.conv = PackedConv2d(
+            proc.binary_conv, shift=proc.move, bn=proc.norm1, prelu=proc.activation2, backend=backend
+        )
+        self.mix_residual = self.elm and proc.mix_with == "residual"
+        if self.elm:
+            self.activation1 = proc.activation1
+            self.downsample = proc.downsample
+        c = proc.planes
+        uses_bn2 = self.elm or self.recouple  # Info-RCP without recoupling skips norm2 (as the official code)
+        g2, h2 = _bn_affine(proc.norm2 if uses_bn2 else None, c)
+        self.register_buffer("g2", g2.float(), persistent=False)
+        self.register_buffer("h2", h2.float(), persistent=False)
+        self.se: nn.Module | None = None
+        self._se_linear = False
+        if self.recouple:
+            lam = proc.scale.detach().reshape(-1).float()
+            if proc.scale_clamp_when == "always":  # eval clamps λ only where the processor clamps on every forward
+                lam = lam.clamp(0.0, 1.0)
+            self.register_buffer("lam", lam.clone(), persistent=False)
+            self.register_buffer("one_minus_lam", 1 - lam, persistent=False)
+            # the plain SE (pool, 1x1 conv, ReLU, 1x1 conv) runs as two matrix products on the pooled vectors;
+            # any other (e.g. quantised) SE module is called on the pooled [N, C, 1, 1] input (pooling is a no-op)
+            seq = getattr(proc.se, "se", None)
+            self._se_linear = (
+                type(proc.se) is SqueezeExpand
+                and type(seq[1]) is nn.Conv2d
+                and type(seq[3]) is nn.Conv2d
+                and type(seq[2]) is nn.ReLU
+            )
+            if self._se_linear:
+                for i, tag in ((1, "1"), (3, "2")):
+                    conv = seq[i]
+                    self.register_buffer(
+                        f"se_w{tag}",
+                        conv.weight.detach().reshape(conv.out_channels, -1).float().contiguous(),
+                        persistent=False,
+                    )
+                    b = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+                    self.register_buffer(f"se_b{tag}", b.detach().float().clone(), persistent=False)
+            else:
+                self.se = proc.se
+        self.desc = ("ELM-Attention" if self.elm else "Info-RCP") + f" {self.conv.desc}"
+
+    def _se_gate(self, pooled: Tensor) -> Tensor:
+        """sigmoid(SE(pooled)) for ``pooled [N, C]`` -> ``[N, C]``."""
+        if self._se_linear:
+            hdn = torch.addmm(self.se_b1, pooled, self.se_w1.t()).clamp_min_(0.0)
+            return torch.sigmoid(torch.addmm(self.se_b2, hdn, self.se_w2.t()))
+        n, c = pooled.shape
+        return self.se(pooled.reshape(n, c, 1, 1)).reshape(n, c)  # type: ignore[misc]
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_inference(x)
+        x = x.float()
+        # X (2x2-pooled at stride 2): Info-RCP's residual, and the mix reference of ELM-Attention in bnext.py
+        uses_x = not self.elm or (self.recouple and not self.mix_residual)
+        pooled_x = F.avg_pool2d(x, 2, 2) if self.stride == 2 and uses_x else x
+        if self.elm:
+            a1 = self.activation1(x)
+            r = (
+                self.downsample(a1)
+                if self.downsample is not None
+                else (F.avg_pool2d(a1, 2, 2) if self.stride == 2 else a1)
+            )
+        else:
+            r = pooled_x
+        z = self.conv(x)  # [N, C, OH, OW], NHWC memory
+        n, c, oh, ow = z.shape
+        zn = _nhwc(z)  # free: the kernel wrote NHWC
+        native = resolve_backend(self.backend, x.device) == "native"
+        if self.recouple:
+            ref = r if self.mix_residual else pooled_x
+            if native:
+                m = torch.empty(n, c, dtype=torch.float32)
+                refn = _nhwc(ref.float())  # held: the kernel reads it
+                _native.load().ob_mix_mean(  # type: ignore[union-attr]
+                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(),
+                    self.one_minus_lam.data_ptr(), m.data_ptr(), torch.get_num_threads(),
+                )  # fmt: skip
+            else:
+                m = self.lam * ref.float().mean((2, 3)) + self.one_minus_lam * zn.mean((1, 2))
+            a = self._se_gate(m) * self.g2
+        else:
+            a = self.g2.expand(n, c)
+        a = a.float().contiguous()
+        rn = _nhwc(r.float())
+        if native:
+            out = torch.empty(n, oh, ow, c, dtype=torch.float32)
+            _native.load().ob_gate_residual(  # type: ignore[union-attr]
+                zn.data_ptr(), rn.data_ptr(), n, oh * ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
+                out.data_ptr(), c, torch.get_num_threads(),
+            )  # fmt: skip
+        else:
+            v = a.reshape(n, 1, 1, c) * zn
+            if self.elm:
+                v = v * rn
+            out = (v + self.h2) + rn
+        return out.permute(0, 3, 1, 2)
+
+    def extra_repr(self) -> str:
+        return f"{self.desc}, stride={self.stride}, recouple={self.recouple}"
+
+
 def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
     """One packed weight with the output channels of ``a`` then ``b`` (same input, kernel and geometry)."""
     words = torch.cat([a.words, b.words])
@@ -347,19 +480,21 @@ def _fuse_reactnet(model: nn.Module, report: PackReport, backend: str | None) ->
 
 
 def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> None:
-    from onebit.models.bnext import _Processor
+    from onebit.models.bnext import ELMAttention, InfoRCP
 
     for name, proc in list(model.named_modules()):
-        if not isinstance(proc, _Processor) or not isinstance(proc.binary_conv, BinaryConv2d):
+        if not isinstance(proc, (InfoRCP, ELMAttention)) or not isinstance(proc.binary_conv, BinaryConv2d):
             continue
         conv = proc.binary_conv
         why = _not_packable(conv)
         signs = why or binary_weight_signs(conv)
         if isinstance(signs, str):
             continue  # left to the generic pass, which records the reason
-        proc.binary_conv = PackedConv2d(conv, shift=proc.move, bn=proc.norm1, prelu=proc.activation2, backend=backend)
-        proc.move, proc.norm1, proc.activation2 = nn.Identity(), nn.Identity(), nn.Identity()
-        report.fused[name] = "BNext processor branch: shift, sign+pack, conv, BN1, PReLU_b"
+        _set_child(model, name, FusedBNextProcessor(proc, backend))
+        report.fused[name] = (
+            f"BNext {'ELM-Attention' if isinstance(proc, ELMAttention) else 'Info-RCP'}: shift, sign+pack, conv, BN1,"
+            " PReLU_b; pooled λ-mix, SE gate; BN2, residual in one pass"
+        )
 
 
 def _fuse_resnet(model: nn.Module, report: PackReport, backend: str | None) -> None:
@@ -420,6 +555,8 @@ def pack_(model: nn.Module, cfg: dict | None = None, *, backend: str | None = No
                 report.packed[name] = m.desc
             elif isinstance(m, FusedReActBlock):
                 report.packed[name] = f"fused block {m.inplanes}->{m.planes} s{m.stride}"
+            elif isinstance(m, FusedBNextProcessor):
+                report.packed[name] = f"fused processor {m.desc}"
     for p in model.parameters():
         p.requires_grad_(False)
     # Float convs with channels_last weights give channels_last (NHWC) outputs: the layout the packed kernels read

@@ -4,7 +4,8 @@ Command:   onebit train                      (== onebit train adambnn_digits)
            onebit train --smoke              (tiny variant: a few seconds)
 Cost:      about 1-1.5 minutes on 2 CPU cores; no data set on disk (scikit-learn's digits, 16x16 upsampled).
 Expected:  stage 1 (binary activations, real weights) val top-1 ~98 %; stage 2 (binary weights and activations)
-           val top-1 >= 95 % (97.8 % measured with seed 0, lean path); FF ratio falls through each stage as the lr decays.
+           val top-1 >= 95 % (97.8 % measured with seed 0, lean path); FF ratio falls through each stage as the lr
+           decays.
 
 The AdamBNN recipe (paper §3.3, official ``step1``/``step2`` code) scaled to the digits:
 * model: ``reactnet_digits`` (ReActNet-A blocks: ApproxSign activations, alpha*sign(W) weights, RPReLU), width 16;

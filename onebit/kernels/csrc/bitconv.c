@@ -97,7 +97,7 @@ int ob_has_openmp(void) {
 #endif
 }
 
-int ob_abi_version(void) { return 1; }
+int ob_abi_version(void) { return 2; }
 
 /* ------------------------------------------------------------------------------------------------ sign + pack */
 /* bits of channels [c0, c1) of one pixel; bit ch - c0 = (src[ch] + t[ch] >= 0) */
@@ -154,6 +154,85 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
                 dst[j] = ob_pack_word(src, t, c0, c1);
             }
         }
+    }
+}
+
+/* ------------------------------------------------------------------------------------------------ gate + residual */
+/* The float tail of a BNext processor once its binary branch z is known (z, r, out: NHWC float32):
+ *   out[b, p, ch] = a[b, ch] * z[b, p, ch]  (* r[b, p, ch] when mul_r: ELM-Attention)  + h[ch] + r[b, p, ch]
+ * with a = BN2 gain x SE gate per image and channel, h = BN2 shift, r the residual. Separate multiplies and adds in
+ * this order (the torch fallback in onebit/kernels/engine.py does the same operations: bitwise-equal results).
+ * out rows have ldo >= c floats (ldo > c writes one part of a channel concatenation in place). */
+#define OB_GATE_BODY                                                                                                \
+    const int64_t rows = (int64_t)n * hw;                                                                           \
+    _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t i = 0; i < rows; i++) {        \
+        const float *ai = a + (i / hw) * c, *zi = z + i * c, *ri = r + i * c;                                       \
+        float *oi = out + i * ldo;                                                                                  \
+        if (mul_r) {                                                                                                \
+            for (int32_t ch = 0; ch < c; ch++) {                                                                    \
+                float v = ai[ch] * zi[ch];                                                                          \
+                v = v * ri[ch];                                                                                     \
+                v = v + h[ch];                                                                                      \
+                oi[ch] = v + ri[ch];                                                                                \
+            }                                                                                                       \
+        } else {                                                                                                    \
+            for (int32_t ch = 0; ch < c; ch++) {                                                                    \
+                float v = ai[ch] * zi[ch];                                                                          \
+                v = v + h[ch];                                                                                      \
+                oi[ch] = v + ri[ch];                                                                                \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+static void ob_gate_residual_base(const float *restrict z, const float *restrict r, int32_t n, int32_t hw, int32_t c,
+                                  const float *restrict a, const float *restrict h, int32_t mul_r,
+                                  float *restrict out, int32_t ldo, int32_t nthreads) {
+    OB_GATE_BODY
+}
+
+#if OB_X86 && defined(__GNUC__)
+/* the same loop compiled for AVX2 (8 floats per instruction; no FMA contraction: -ffp-contract=off) */
+__attribute__((target("avx2"))) static void ob_gate_residual_avx2(const float *restrict z, const float *restrict r,
+                                                                  int32_t n, int32_t hw, int32_t c,
+                                                                  const float *restrict a, const float *restrict h,
+                                                                  int32_t mul_r, float *restrict out, int32_t ldo,
+                                                                  int32_t nthreads) {
+    OB_GATE_BODY
+}
+#endif
+
+void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t hw, int32_t c, const float *a, const float *h,
+                      int32_t mul_r, float *out, int32_t ldo, int32_t nthreads) {
+#if OB_X86 && defined(__GNUC__)
+    if (ob_isa() >= OB_ISA_AVX2) {
+        ob_gate_residual_avx2(z, r, n, hw, c, a, h, mul_r, out, ldo, nthreads);
+        return;
+    }
+#endif
+    ob_gate_residual_base(z, r, n, hw, c, a, h, mul_r, out, ldo, nthreads);
+}
+
+/* out[b, ch] = lam[ch] * mean_p ref[b, p, ch] + oml[ch] * mean_p z[b, p, ch] (ref, z NHWC float32 [N, HW, C]): the
+ * global average pool of the λ-mix of a BNext processor, without forming the mix. Sums in double, pixel by pixel. */
+void ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
+                 float *out, int32_t nthreads) {
+    const int32_t chunk = 256;
+    const int32_t nchunks = (c + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t job = 0; job < (int64_t)n * nchunks; job++) {
+        const int64_t b = job / nchunks;
+        const int32_t c0 = (int32_t)(job % nchunks) * chunk, c1 = (c0 + chunk < c) ? c0 + chunk : c;
+        double sr[256], sz[256];
+        for (int32_t j = 0; j < c1 - c0; j++) sr[j] = sz[j] = 0.0;
+        for (int32_t p = 0; p < hw; p++) {
+            const float *rp = ref + ((b * hw) + p) * (int64_t)c + c0, *zp = z + ((b * hw) + p) * (int64_t)c + c0;
+            for (int32_t j = 0; j < c1 - c0; j++) {
+                sr[j] += rp[j];
+                sz[j] += zp[j];
+            }
+        }
+        for (int32_t j = 0; j < c1 - c0; j++)
+            out[b * c + c0 + j] = lam[c0 + j] * (float)(sr[j] / hw) + oml[c0 + j] * (float)(sz[j] / hw);
     }
 }
 
