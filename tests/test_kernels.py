@@ -258,15 +258,32 @@ def test_gate_residual_and_mix_mean_kernels(mul_r):
     ob_mix_mean is the λ-weighted pooled mix to float rounding."""
     lib = _native.load()
     g = torch.Generator().manual_seed(mul_r)
-    n, hw, c = 2, 13, 37
+    n, hh, ww, c = 2, 3, 5, 37
+    hw = hh * ww
     z, r = torch.randn(n, hw, c, generator=g), torch.randn(n, hw, c, generator=g)
     a, h = torch.randn(n, c, generator=g), torch.randn(c, generator=g)
-    out = torch.full((n, hw, c), float("nan"))
-    lib.ob_gate_residual(z.data_ptr(), r.data_ptr(), n, hw, c, a.data_ptr(), h.data_ptr(), mul_r, out.data_ptr(), c, 2)
     v = a[:, None, :] * z
     if mul_r:
         v = v * r
-    assert torch.equal(out, (v + h) + r)
+    want = (v + h) + r
+    # plain output, plus the packed bits of out + t with a border of 1 (the next conv's input)
+    out = torch.full((n, hw, c), float("nan"))
+    t = torch.randn(c, generator=g)
+    bits = torch.zeros(n, hh + 2, ww + 2, 1, dtype=torch.int64)
+    lib.ob_gate_residual(
+        z.data_ptr(), r.data_ptr(), n, hh, ww, c, a.data_ptr(), h.data_ptr(), mul_r, out.data_ptr(), c,
+        t.data_ptr(), bits.data_ptr(), 1, 1, 0, 2,
+    )  # fmt: skip
+    assert torch.equal(out, want)
+    nchw = out.reshape(n, hh, ww, c).permute(0, 3, 1, 2)
+    assert torch.equal(bits, pack_activations(nchw, t, 1, backend="torch"))
+    # one part of a concatenation: rows of ldo = c + 5 floats, channels at offset 3 (the rest untouched)
+    wide = torch.full((n, hw, c + 5), float("nan"))
+    lib.ob_gate_residual(
+        z.data_ptr(), r.data_ptr(), n, hh, ww, c, a.data_ptr(), h.data_ptr(), mul_r, wide.data_ptr() + 12, c + 5,
+        None, None, 0, 1, 0, 1,
+    )  # fmt: skip
+    assert torch.equal(wide[..., 3 : 3 + c], want) and wide[..., :3].isnan().all() and wide[..., 3 + c :].isnan().all()
     lam = torch.rand(c, generator=g)
     oml = 1 - lam
     m = torch.empty(n, c)
@@ -318,3 +335,14 @@ def test_soft_progressive_weights_stay_float():
         report = pack_(model)
     assert report.float_layers and all("not ±α" in v for v in report.float_layers.values())
     assert not report.packed
+
+
+def test_pack_report_names_are_module_paths():
+    """Chained fused blocks link to the next one without registering it as a submodule."""
+    for name in ("reactnet", "bnext"):
+        model = _small(name).eval()
+        set_temperature(model, 0.0)
+        report = pack_(model)
+        names = dict(model.named_modules())
+        assert report.packed and all(k in names and "_next" not in k for k in report.packed)
+        assert all("_next" not in k for k in names)

@@ -87,7 +87,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_abi_version.restype = ctypes.c_int
     lib.ob_pack_nhwc.argtypes = [_p, _p, _i, _i, _i, _i, _i, _i, _i, _p, _i]
     lib.ob_pack_nhwc.restype = None
-    lib.ob_gate_residual.argtypes = [_p, _p, _i, _i, _i, _p, _p, _i, _p, _i, _i]
+    lib.ob_gate_residual.argtypes = [_p, _p, _i, _i, _i, _i, _p, _p, _i, _p, _i, _p, _p, _i, _i, _i, _i]
     lib.ob_gate_residual.restype = None
     lib.ob_mix_mean.argtypes = [_p, _p, _i, _i, _i, _p, _p, _p, _i]
     lib.ob_mix_mean.restype = None

@@ -32,6 +32,7 @@ from onebit.kernels.ops import (
     ConvEpilogue,
     PackedWeight,
     _nhwc,
+    _ptr,
     binary_conv,
     pack_activations,
     pack_weight,
@@ -40,7 +41,15 @@ from onebit.kernels.ops import (
 from onebit.layers.activations import LearnableBias
 from onebit.layers.binary import BinaryConv2d
 
-__all__ = ["FusedBNextProcessor", "FusedReActBlock", "PackReport", "PackedConv2d", "binary_weight_signs", "pack_"]
+__all__ = [
+    "FusedBNextBlock",
+    "FusedBNextProcessor",
+    "FusedReActBlock",
+    "PackReport",
+    "PackedConv2d",
+    "binary_weight_signs",
+    "pack_",
+]
 
 
 @dataclass
@@ -190,9 +199,12 @@ class PackedConv2d(nn.Module):
             self.shift = _to(self.shift, dev)
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, xp: Tensor | None = None) -> Tensor:
+        """``x`` float ``[N, C, H, W]``; ``xp``: its packed bits (sign(x + shift), border = the padding) when a
+        producer already emitted them."""
         _check_inference(x)
-        xp = pack_activations(x.float(), self.shift, self.pw.padding, backend=self.backend)
+        if xp is None:
+            xp = pack_activations(x.float(), self.shift, self.pw.padding, backend=self.backend)
         y, _, _ = binary_conv(xp, self.pw, tuple(x.shape[2:]), self.epilogue, backend=self.backend)  # type: ignore[arg-type]
         return y  # type: ignore[return-value]
 
@@ -255,7 +267,7 @@ class FusedReActBlock(nn.Module):
 
     def chain(self, nxt: FusedReActBlock | None) -> None:
         """Emit the packed input of ``nxt`` (``None``: stop) from this block's last kernel call."""
-        self._next = nxt
+        _link(self, nxt)
         self.next_shift = None if nxt is None else nxt.shift_in
         self.next_pad = 1 if nxt is None else nxt.conv1.pw.padding
         self.conv2_ep.thresh = self.next_shift
@@ -370,6 +382,14 @@ class FusedBNextProcessor(nn.Module):
             else:
                 self.se = proc.se
         self.desc = ("ELM-Attention" if self.elm else "Info-RCP") + f" {self.conv.desc}"
+        self._next: FusedBNextProcessor | None = None
+        self._handoff: tuple[Tensor, Tensor] | None = None
+
+    def chain(self, nxt: FusedBNextProcessor | None) -> None:
+        """Also emit the packed input of ``nxt`` (sign(out + its shift), with its border) from the tail pass, for a
+        processor whose input is this one's output (checked at run time: the handoff is used only when ``nxt``
+        receives this very tensor)."""
+        _link(self, nxt)
 
     def _se_gate(self, pooled: Tensor) -> Tensor:
         """sigmoid(SE(pooled)) for ``pooled [N, C]`` -> ``[N, C]``."""
@@ -379,8 +399,12 @@ class FusedBNextProcessor(nn.Module):
         n, c = pooled.shape
         return self.se(pooled.reshape(n, c, 1, 1)).reshape(n, c)  # type: ignore[misc]
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, out: Tensor | None = None, offset: int = 0) -> Tensor:
+        """``x`` float ``[N, C, H, W]``. ``out``: an NHWC float32 ``[N, OH, OW, C_total]`` to write this processor's
+        channels into at ``offset`` (one part of a channel concatenation); then ``out`` is returned as NCHW view."""
         _check_inference(x)
+        handoff, self._handoff = self._handoff, None
+        xp = handoff[1] if handoff is not None and handoff[0] is x else None
         x = x.float()
         # X (2x2-pooled at stride 2): Info-RCP's residual, and the mix reference of ELM-Attention in bnext.py
         uses_x = not self.elm or (self.recouple and not self.mix_residual)
@@ -394,7 +418,7 @@ class FusedBNextProcessor(nn.Module):
             )
         else:
             r = pooled_x
-        z = self.conv(x)  # [N, C, OH, OW], NHWC memory
+        z = self.conv(x, xp)  # [N, C, OH, OW], NHWC memory
         n, c, oh, ow = z.shape
         zn = _nhwc(z)  # free: the kernel wrote NHWC
         native = resolve_backend(self.backend, x.device) == "native"
@@ -414,21 +438,61 @@ class FusedBNextProcessor(nn.Module):
             a = self.g2.expand(n, c)
         a = a.float().contiguous()
         rn = _nhwc(r.float())
+        if out is not None and (out.shape[:3] != (n, oh, ow) or offset + c > out.shape[3] or not out.is_contiguous()):
+            raise ValueError(f"out {tuple(out.shape)} cannot take {c} channels at {offset} of [{n}, {oh}, {ow}, ·]")
+        nxt = self._next
         if native:
-            out = torch.empty(n, oh, ow, c, dtype=torch.float32)
+            dst = torch.empty(n, oh, ow, c, dtype=torch.float32) if out is None else out
+            bits, t, pad = None, None, 0
+            if nxt is not None and out is None and nxt.conv.shift is not None:
+                pad, t = nxt.conv.pw.padding, nxt.conv.shift
+                bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
             _native.load().ob_gate_residual(  # type: ignore[union-attr]
-                zn.data_ptr(), rn.data_ptr(), n, oh * ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
-                out.data_ptr(), c, torch.get_num_threads(),
+                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
+                dst.data_ptr() + 4 * offset, dst.shape[3], _ptr(t), _ptr(bits), pad, (c + 63) // 64, 0,
+                torch.get_num_threads(),
             )  # fmt: skip
-        else:
-            v = a.reshape(n, 1, 1, c) * zn
-            if self.elm:
-                v = v * rn
-            out = (v + self.h2) + rn
+            y = dst.permute(0, 3, 1, 2)
+            if bits is not None:
+                nxt._handoff = (y, bits)  # type: ignore[union-attr]
+            return y
+        v = a.reshape(n, 1, 1, c) * zn
+        if self.elm:
+            v = v * rn
+        res = (v + self.h2) + rn
+        if out is None:
+            return res.permute(0, 3, 1, 2)
+        out[..., offset : offset + c] = res
         return out.permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return f"{self.desc}, stride={self.stride}, recouple={self.recouple}"
+
+
+class FusedBNextBlock(nn.Module):
+    """A width-doubling BNext block (3x3 processor, then ``FFN_1`` and ``FFN_2`` on the same input, concatenated)
+    whose two 1x1 processors write their halves of the output in place (no concatenation copy)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.mixer = block.mixer
+        self.FFN_1, self.FFN_2 = block.FFN_1, block.FFN_2
+        self.inplanes, self.planes = block.inplanes, block.planes
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.mixer(x)
+        n, _, h, w = x.shape
+        c = self.inplanes
+        oh, ow = (h, w) if self.FFN_1.stride == 1 else (h // 2, w // 2)
+        out = torch.empty(n, oh, ow, self.planes, dtype=torch.float32, device=x.device)
+        self.FFN_1(x, out=out, offset=0)
+        return self.FFN_2(x, out=out, offset=c)
+
+
+def _link(module: nn.Module, nxt: nn.Module | None) -> None:
+    """``module._next = nxt`` as a plain attribute: registered as a submodule, the next block would appear inside
+    this one (named_modules, repr, the pack report) and be moved twice by ``model.to``."""
+    object.__setattr__(module, "_next", nxt)
 
 
 def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
@@ -480,7 +544,7 @@ def _fuse_reactnet(model: nn.Module, report: PackReport, backend: str | None) ->
 
 
 def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> None:
-    from onebit.models.bnext import ELMAttention, InfoRCP
+    from onebit.models.bnext import BNextBlock, ELMAttention, InfoRCP
 
     for name, proc in list(model.named_modules()):
         if not isinstance(proc, (InfoRCP, ELMAttention)) or not isinstance(proc.binary_conv, BinaryConv2d):
@@ -493,8 +557,23 @@ def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> No
         _set_child(model, name, FusedBNextProcessor(proc, backend))
         report.fused[name] = (
             f"BNext {'ELM-Attention' if isinstance(proc, ELMAttention) else 'Info-RCP'}: shift, sign+pack, conv, BN1,"
-            " PReLU_b; pooled λ-mix, SE gate; BN2, residual in one pass"
+            " PReLU_b; pooled λ-mix, SE gate; BN2, residual and the next sign+pack in one pass"
         )
+    for name, blk in list(model.named_modules()):
+        if (
+            isinstance(blk, BNextBlock)
+            and blk.planes != blk.inplanes
+            and isinstance(getattr(blk, "FFN_1", None), FusedBNextProcessor)
+            and isinstance(getattr(blk, "FFN_2", None), FusedBNextProcessor)
+        ):
+            _set_child(model, name, FusedBNextBlock(blk))
+    # Hand each processor's packed output to the next one in execution (= module) order, except where the next one
+    # does not read it: FFN_1 -> FFN_2 (both read the 3x3 processor's output) and FFN_2 -> the next block (reads the
+    # concatenation). A wrong link would only waste the bits: a handoff is used when the input tensor is the output.
+    procs = [(n, m) for n, m in model.named_modules() if isinstance(m, FusedBNextProcessor)]
+    for (name, p), (_, q) in zip(procs, procs[1:]):
+        if not name.endswith(("FFN_1", "FFN_2")):
+            p.chain(q)
 
 
 def _fuse_resnet(model: nn.Module, report: PackReport, backend: str | None) -> None:

@@ -158,58 +158,70 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
 }
 
 /* ------------------------------------------------------------------------------------------------ gate + residual */
-/* The float tail of a BNext processor once its binary branch z is known (z, r, out: NHWC float32):
- *   out[b, p, ch] = a[b, ch] * z[b, p, ch]  (* r[b, p, ch] when mul_r: ELM-Attention)  + h[ch] + r[b, p, ch]
- * with a = BN2 gain x SE gate per image and channel, h = BN2 shift, r the residual. Separate multiplies and adds in
+/* The float tail of a BNext processor once its binary branch z is known (z, r: NHWC float32 [N, H, W, C]):
+ *   out[b, y, x, ch] = a[b, ch] * z  (* r when mul_r: ELM-Attention)  + hb[ch] + r
+ * with a = BN2 gain x SE gate per image and channel, hb = BN2 shift, r the residual. Separate multiplies and adds in
  * this order (the torch fallback in onebit/kernels/engine.py does the same operations: bitwise-equal results).
- * out rows have ldo >= c floats (ldo > c writes one part of a channel concatenation in place). */
-#define OB_GATE_BODY                                                                                                \
-    const int64_t rows = (int64_t)n * hw;                                                                           \
+ * out rows have ldo >= c floats (ldo > c writes one part of a channel concatenation in place). When bits != NULL,
+ * also the next binary conv's packed input: bits of out + thresh >= 0 into words [bword0, bword0 + ceil(c / 64)) of
+ * each pixel of the zero-initialised uint64 [N, H + 2 bpad, W + 2 bpad, bk] (the rule of ob_pack_nhwc). */
+#define OB_GATE_BODY(PACK)                                                                                          \
+    const int64_t rows = (int64_t)n * h * w;                                                                        \
+    const int32_t nw = (c + 63) / 64, hw = h * w, wp = w + 2 * bpad, hp = h + 2 * bpad;                             \
     _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t i = 0; i < rows; i++) {        \
-        const float *ai = a + (i / hw) * c, *zi = z + i * c, *ri = r + i * c;                                       \
+        const int64_t b = i / hw;                                                                                   \
+        const float *ai = a + b * c, *zi = z + i * c, *ri = r + i * c;                                              \
         float *oi = out + i * ldo;                                                                                  \
         if (mul_r) {                                                                                                \
             for (int32_t ch = 0; ch < c; ch++) {                                                                    \
                 float v = ai[ch] * zi[ch];                                                                          \
                 v = v * ri[ch];                                                                                     \
-                v = v + h[ch];                                                                                      \
+                v = v + hb[ch];                                                                                     \
                 oi[ch] = v + ri[ch];                                                                                \
             }                                                                                                       \
         } else {                                                                                                    \
             for (int32_t ch = 0; ch < c; ch++) {                                                                    \
                 float v = ai[ch] * zi[ch];                                                                          \
-                v = v + h[ch];                                                                                      \
+                v = v + hb[ch];                                                                                     \
                 oi[ch] = v + ri[ch];                                                                                \
             }                                                                                                       \
         }                                                                                                           \
+        if (bits) {                                                                                                 \
+            const int64_t y = (i % hw) / w, xx = i % w;                                                             \
+            uint64_t *dst = bits + (((b * hp) + y + bpad) * wp + xx + bpad) * (int64_t)bk + bword0;                 \
+            for (int32_t j = 0; j < nw; j++) dst[j] = PACK(oi, thresh, j * 64, (j * 64 + 64 < c) ? j * 64 + 64 : c); \
+        }                                                                                                           \
     }
 
-static void ob_gate_residual_base(const float *restrict z, const float *restrict r, int32_t n, int32_t hw, int32_t c,
-                                  const float *restrict a, const float *restrict h, int32_t mul_r,
-                                  float *restrict out, int32_t ldo, int32_t nthreads) {
-    OB_GATE_BODY
+static void ob_gate_residual_base(const float *restrict z, const float *restrict r, int32_t n, int32_t h, int32_t w,
+                                  int32_t c, const float *restrict a, const float *restrict hb, int32_t mul_r,
+                                  float *restrict out, int32_t ldo, const float *restrict thresh,
+                                  uint64_t *restrict bits, int32_t bpad, int32_t bk, int32_t bword0,
+                                  int32_t nthreads) {
+    OB_GATE_BODY(ob_pack_word)
 }
 
 #if OB_X86 && defined(__GNUC__)
 /* the same loop compiled for AVX2 (8 floats per instruction; no FMA contraction: -ffp-contract=off) */
-__attribute__((target("avx2"))) static void ob_gate_residual_avx2(const float *restrict z, const float *restrict r,
-                                                                  int32_t n, int32_t hw, int32_t c,
-                                                                  const float *restrict a, const float *restrict h,
-                                                                  int32_t mul_r, float *restrict out, int32_t ldo,
-                                                                  int32_t nthreads) {
-    OB_GATE_BODY
+__attribute__((target("avx2"))) static void ob_gate_residual_avx2(
+    const float *restrict z, const float *restrict r, int32_t n, int32_t h, int32_t w, int32_t c,
+    const float *restrict a, const float *restrict hb, int32_t mul_r, float *restrict out, int32_t ldo,
+    const float *restrict thresh, uint64_t *restrict bits, int32_t bpad, int32_t bk, int32_t bword0,
+    int32_t nthreads) {
+    OB_GATE_BODY(ob_pack_word_avx2)
 }
 #endif
 
-void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t hw, int32_t c, const float *a, const float *h,
-                      int32_t mul_r, float *out, int32_t ldo, int32_t nthreads) {
+void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
+                      const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
+                      int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads) {
 #if OB_X86 && defined(__GNUC__)
     if (ob_isa() >= OB_ISA_AVX2) {
-        ob_gate_residual_avx2(z, r, n, hw, c, a, h, mul_r, out, ldo, nthreads);
+        ob_gate_residual_avx2(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
         return;
     }
 #endif
-    ob_gate_residual_base(z, r, n, hw, c, a, h, mul_r, out, ldo, nthreads);
+    ob_gate_residual_base(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
 }
 
 /* out[b, ch] = lam[ch] * mean_p ref[b, p, ch] + oml[ch] * mean_p z[b, p, ch] (ref, z NHWC float32 [N, HW, C]): the
