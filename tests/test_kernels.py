@@ -79,6 +79,24 @@ def test_binary_conv_exact_on_random_shapes(n, c, o, h, w, k, stride, seed):
         assert torch.equal(y.permute(0, 2, 3, 1), ref.float())  # scale 1: the dot products as floats
 
 
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_work_sharing_by_output_groups_and_by_tiles(threads):
+    """Wide layers share work by groups of output channels (C = 576: ~2 blocks of 8 per group, 13 groups, the last
+    one partial, O = 100 not a multiple of 8), narrow ones by pixel tiles: both exact at any thread count."""
+    g = torch.Generator().manual_seed(threads)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for c, o, k, s in ((576, 100, 3, 1), (576, 100, 3, 2), (40, 24, 3, 1), (1000, 200, 1, 1)):
+            x, wt = torch.randn(2, c, 6, 5, generator=g), torch.randn(o, c, k, k, generator=g)
+            pw = pack_weight(wt, s, k // 2)
+            _, _, dot = binary_conv(pack_activations(x, pad=k // 2), pw, (6, 5), want_int=True, backend="native")
+            assert torch.equal(dot, _ref_dot(x, wt, s, k // 2)), (c, o, k, s)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("pad_value", [-1.0, 1.0])
 def test_plus_minus_one_padding(pad_value):
     x, wt = torch.randn(2, 67, 5, 6), torch.randn(9, 67, 3, 3)

@@ -35,8 +35,6 @@ class ConvArgs(ctypes.Structure):
         ("h", _i),
         ("w", _i),
         ("wq", _p),
-        ("wlo", _p),
-        ("whi", _p),
         ("o", _i),
         ("kh", _i),
         ("kw", _i),

@@ -150,7 +150,6 @@ class PackedWeight:
     Attributes:
         words: ``int64 [O, KH, KW, K]`` (reference layout).
         wq: ``int64 [ceil(O / 8), KH, KW * K, 8]`` (kernel layout: blocks of 8 output channels).
-        wlo, whi: low/high nibbles of ``wq`` (the AVX2 kernel's operands).
         corr: ``int32 [KH * KW, O]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
         w8: int8 ±1 ``[ceil8(O), ceil8(KH * KW * C)]`` (the ``"int8"`` backend's GEMM operand, zero-padded).
         pad_value: value of the padded input taps (0, -1 or +1).
@@ -158,8 +157,6 @@ class PackedWeight:
 
     words: Tensor
     wq: Tensor
-    wlo: Tensor
-    whi: Tensor
     corr: Tensor | None
     out_channels: int
     in_channels: int
@@ -213,8 +210,6 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
     pw = PackedWeight(
         words=words.contiguous(),
         wq=wq,
-        wlo=(wq & _M4).contiguous(),
-        whi=((wq >> 4) & _M4).contiguous(),
         corr=corr,
         out_channels=o,
         in_channels=c,
@@ -352,7 +347,7 @@ def _args_template(pw: PackedWeight, ep: ConvEpilogue) -> _native.ConvArgs:
         return hit[1]
     kh, kw = pw.kernel_size
     t = _native.ConvArgs(
-        wq=pw.wq.data_ptr(), wlo=pw.wlo.data_ptr(), whi=pw.whi.data_ptr(), k=_words(pw.in_channels),
+        wq=pw.wq.data_ptr(), k=_words(pw.in_channels),
         o=pw.out_channels, kh=kh, kw=kw, c=pw.in_channels, stride=pw.stride, pad=pw.padding, corr=_ptr(pw.corr),
         scale=ep.scale.data_ptr(), bias=_ptr(ep.bias), act_in=_ptr(ep.act_in), slope=_ptr(ep.slope),
         act_out=_ptr(ep.act_out), thresh=_ptr(ep.thresh), bk=_words(pw.out_channels),

@@ -4,8 +4,8 @@
  *   activations  uint64 [N, Hp, Wp, K]: channels packed along the last axis, bit c%64 of word c/64 = (x_c + t_c >= 0);
  *                bits of channels >= C are 0; the spatial border (the conv's padding) is all-zero words.
  *   weights      uint64 [O8, KH, KW*K, 8]: blocks of 8 output channels, word j of a kernel row of each of the 8;
- *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel reads the same layout split
- *                into low/high nibbles (wlo = w & 0x0F.., whi = (w >> 4) & 0x0F..), prepared by the caller.
+ *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel splits them into low/high
+ *                nibbles (w & 0x0F.., (w >> 4) & 0x0F..) itself, a cache-sized group of blocks at a time.
  * For +-1 vectors of n values dot = n - 2 popcount(x XOR w). A zero border word reads as n values of -1, so a
  * padded tap contributes -sum(w_tap); the caller passes corr[tap][o] = (1 + pad_value) * sum(w_tap) (pad_value 0
  * for the official zero padding), which is added for every tap that falls outside the input: exact zero padding.
@@ -43,9 +43,7 @@ typedef struct {
     int32_t n, hp, wp, k; /* batch, padded height/width, words per pixel */
     int32_t h, w;         /* unpadded input size */
     /* weights */
-    const uint64_t *wq;  /* [O8, KH, KW*K, 8] */
-    const uint64_t *wlo; /* nibble-split copies for the AVX2 kernel (may be NULL when unused) */
-    const uint64_t *whi;
+    const uint64_t *wq; /* [O8, KH, KW*K, 8] */
     int32_t o, kh, kw, c, stride, pad;
     int32_t oh, ow;
     const int32_t *corr; /* [KH*KW, O] or NULL (no padding correction) */
@@ -314,6 +312,10 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
 /* Output channels are processed in groups whose weights (both nibble copies) stay within ~128 KiB of cache, each
  * group over every pixel tile: streaming all weights per tile would run from L3 once they outgrow L2 (C >= 512). */
 #define OB_GROUP_BYTES (64 * 1024)
+/* the AVX2 kernel's split weights (16 bytes per packed word): a group that stays in L1 next to the input rows */
+#ifndef OB_SPLIT_GROUP_BYTES
+#define OB_SPLIT_GROUP_BYTES (24 * 1024)
+#endif
 #define OB_TILE_LOOP(KERNEL, EPI)                                                                             \
     const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;                                                    \
     const int64_t npix = (int64_t)a->n * a->oh * a->ow;                                                       \
@@ -449,7 +451,7 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
 }
 
 /* one word j of the receptive field for P pixels and 8 channels (AVX2 inner loop) */
-#define OB_AVX2_STEP const __m256i wl0 = _mm256_loadu_si256((const __m256i *)(wl + j * 8)); const __m256i wl1 = _mm256_loadu_si256((const __m256i *)(wl + j * 8 + 4)); const __m256i wh0 = _mm256_loadu_si256((const __m256i *)(wh + j * 8)); const __m256i wh1 = _mm256_loadu_si256((const __m256i *)(wh + j * 8 + 4)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
+#define OB_AVX2_STEP const __m256i wl0 = _mm256_load_si256((const __m256i *)(wl + j * 16)); const __m256i wl1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 4)); const __m256i wh0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 8)); const __m256i wh1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 12)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
 #define OB_AVX2_STORE_DOTS                                                                                      \
     {                                                                                                           \
         /* the low 32 bits of the 8 64-bit counts, in channel order */                                          \
@@ -461,8 +463,8 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
 /* AVX2: 4 channels (one 64-bit lane each) per 256-bit vector, two vectors per tile. Popcount by the nibble lookup
  * (vpshufb) into byte counters, emptied into 64-bit lanes with vpsadbw before a byte can overflow (<= 8 per word,
  * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
-__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2(const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P,
-                                                                           int32_t dots[][OB_TILE_Q]) {
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2(
+    const ob_conv_args *a, const uint64_t *const *xb, const uint64_t *wblk, const int P, int32_t dots[][OB_TILE_Q]) {
     const int32_t J = a->kw * (a->k / 2); /* a->x holds nibble-split pairs: 2 words per packed word */
     const int32_t nbits = a->kh * a->kw * a->c;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
@@ -475,8 +477,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
         __m256i acc[OB_TILE_P][2];
         for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = zero;
         for (int32_t ky = 0; ky < a->kh; ky++) {
-            const int64_t woff = (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
-            const uint64_t *wl = a->wlo + woff, *wh = a->whi + woff;
+            const uint64_t *wl = wblk + (int64_t)ky * J * 2 * OB_TILE_Q;
             const uint64_t *xr[OB_TILE_P];
             for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
             for (int32_t j = 0; j < J; j++) {
@@ -492,8 +493,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
     /* 64-bit totals live in memory: touched once per <= 31 words, so the byte counters keep the registers */
     int64_t tot[OB_TILE_P][8] __attribute__((aligned(32))) = {{0}};
     for (int32_t ky = 0; ky < a->kh; ky++) {
-        const int64_t woff = (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
-        const uint64_t *wl = a->wlo + woff, *wh = a->whi + woff;
+        const uint64_t *wl = wblk + (int64_t)ky * J * 2 * OB_TILE_Q;
         const uint64_t *xr[OB_TILE_P];
         for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
         for (int32_t j0 = 0; j0 < J; j0 += 31) {
@@ -518,8 +518,78 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
     }
 }
 
-__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_conv_args *a) {
-    OB_TILE_LOOP(ob_kernel_avx2, ob_epilogue_avx2)
+/* Split output blocks [g0, g1) of the packed weights into wbuf (per block [KH][KW*K][lo 8 | hi 8] words). */
+__attribute__((target("avx2"))) static inline void ob_split_group(const ob_conv_args *a, uint64_t *wbuf, int64_t blk_words,
+                                                                  int32_t g0, int32_t g1) {
+    const uint64_t m = 0x0F0F0F0F0F0F0F0FULL;
+    const uint64_t *src = a->wq + (int64_t)g0 * blk_words;
+    for (int64_t i = 0; i < (int64_t)(g1 - g0) * blk_words / OB_TILE_Q; i++) {
+        for (int q = 0; q < OB_TILE_Q; q++) {
+            const uint64_t v = src[i * OB_TILE_Q + q];
+            wbuf[i * 2 * OB_TILE_Q + q] = v & m;
+            wbuf[i * 2 * OB_TILE_Q + OB_TILE_Q + q] = (v >> 4) & m;
+        }
+    }
+}
+
+/* Pixel tile `it` against the split output blocks [g0, g1) in wbuf, with the epilogue. */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile(const ob_conv_args *a,
+                                                                                  const uint64_t *wbuf,
+                                                                                  int64_t blk_words, int32_t g0,
+                                                                                  int32_t g1, int64_t npix, int64_t it) {
+    const int64_t pix0 = it * OB_TILE_P;
+    const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;
+    const uint64_t *xb[OB_TILE_P];
+    ob_pix pi[OB_TILE_P];
+    for (int32_t p = 0; p < np; p++) {
+        ob_pixel(a, pix0 + p, pi + p);
+        xb[p] = ob_xbase(a, pi + p);
+    }
+    for (int32_t ob = g0; ob < g1; ob++) {
+        int32_t dots[OB_TILE_P][OB_TILE_Q];
+        const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
+        if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, dots);
+        else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, dots + p);
+        ob_epilogue_avx2(a, pi, np, ob * OB_TILE_Q, dots);
+    }
+}
+
+/* The tile loop of the AVX2 kernel, which reads the weights nibble-split: a thread splits the group of output
+ * blocks it is about to use into its own buffer (32-byte aligned), so that the model keeps one packed copy of its
+ * weights; the split group (<= OB_SPLIT_GROUP_BYTES unless one block is larger) then serves many pixel tiles from L1.
+ * Work is shared by groups when there are enough of them (each group split once, no barrier per group, even
+ * shares on small feature maps: 7x7, 14x14), else by pixel tiles within each group (few, wide-output layers). */
+__attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_conv_args *a, uint64_t *wbuf_all,
+                                                                       int64_t group_words, int32_t group) {
+    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;
+    const int64_t npix = (int64_t)a->n * a->oh * a->ow;
+    const int64_t tiles = (npix + OB_TILE_P - 1) / OB_TILE_P;
+    const int64_t blk_words = (int64_t)a->kh * a->kw * (a->k / 2) * OB_TILE_Q; /* words of one block in wq */
+    const int32_t ngroups = (o8 + group - 1) / group;
+    const int by_group = a->nthreads > 1 && ngroups >= 4 * a->nthreads;
+#pragma omp parallel num_threads(a->nthreads)
+    {
+#ifdef _OPENMP
+        uint64_t *wbuf = wbuf_all + (int64_t)omp_get_thread_num() * group_words;
+#else
+        uint64_t *wbuf = wbuf_all;
+#endif
+        if (by_group) {
+#pragma omp for schedule(dynamic, 1)
+            for (int32_t gi = 0; gi < ngroups; gi++) {
+                const int32_t g0 = gi * group, g1 = (o8 - g0 < group) ? o8 : g0 + group;
+                ob_split_group(a, wbuf, blk_words, g0, g1);
+                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
+            }
+        } else {
+            for (int32_t g0 = 0; g0 < o8; g0 += group) {
+                const int32_t g1 = (o8 - g0 < group) ? o8 : g0 + group;
+                ob_split_group(a, wbuf, blk_words, g0, g1);
+#pragma omp for schedule(static)
+                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
+            }
+        }
+    }
 }
 
 /* The AVX2 kernel reads the input split into nibbles (low, high) word pairs: one pass over the input (small next
@@ -527,8 +597,19 @@ __attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_c
  * the temporary buffer cannot be allocated. */
 __attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_args *a) {
     const int64_t words = (int64_t)a->n * a->hp * a->wp * a->k;
+    const int64_t blk_words = (int64_t)a->kh * a->kw * a->k * OB_TILE_Q;
+    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;
+    int32_t group = blk_words * 16 >= OB_SPLIT_GROUP_BYTES ? 1 : (int32_t)(OB_SPLIT_GROUP_BYTES / (blk_words * 16));
+    if (group > o8) group = o8;
+    const int64_t group_words = 2 * blk_words * group;
+    const int32_t nthr = a->nthreads > 0 ? a->nthreads : 1;
+    uint64_t *wbuf = (uint64_t *)aligned_alloc(32, (size_t)(group_words * nthr) * sizeof(uint64_t));
+    if (!wbuf) return 0;
     uint64_t *xs = (uint64_t *)malloc((size_t)(2 * words + 4) * sizeof(uint64_t));
-    if (!xs) return 0;
+    if (!xs) {
+        free(wbuf);
+        return 0;
+    }
     const uint64_t m = 0x0F0F0F0F0F0F0F0FULL;
 #pragma omp parallel for schedule(static) num_threads(a->nthreads)
     for (int64_t i = 0; i < words; i++) {
@@ -539,8 +620,9 @@ __attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_arg
     ob_conv_args s = *a;
     s.x = xs;
     s.k = 2 * a->k;
-    ob_conv_avx2_split(&s);
+    ob_conv_avx2_split(&s, wbuf, group_words, group);
     free(xs);
+    free(wbuf);
     return 1;
 }
 
@@ -583,7 +665,7 @@ int ob_conv(const ob_conv_args *a) {
         ob_conv_avx512(a);
         return isa;
     }
-    if (isa == OB_ISA_AVX2 && a->wlo && a->whi && ob_conv_avx2(a)) return isa;
+    if (isa == OB_ISA_AVX2 && ob_conv_avx2(a)) return isa;
     if (isa >= OB_ISA_POPCNT) {
         ob_conv_popcnt(a);
         return OB_ISA_POPCNT;
