@@ -304,10 +304,13 @@ def test_gate_residual_and_mix_mean_kernels(mul_r):
     assert torch.equal(wide[..., 3 : 3 + c], want) and wide[..., :3].isnan().all() and wide[..., 3 + c :].isnan().all()
     lam = torch.rand(c, generator=g)
     oml = 1 - lam
-    m = torch.empty(n, c)
-    lib.ob_mix_mean(r.data_ptr(), z.data_ptr(), n, hw, c, lam.data_ptr(), oml.data_ptr(), m.data_ptr(), 2)
     want = (lam.double() * r.double() + oml.double() * z.double()).mean(1)
-    assert (m.double() - want).abs().max() <= 1e-6
+    for threads in (1, 2, 3, 64):  # per-thread partial sums over row ranges (64 > rows: clamped)
+        m = torch.full((n, c), float("nan"))
+        assert lib.ob_mix_mean(
+            r.data_ptr(), z.data_ptr(), n, hw, c, lam.data_ptr(), oml.data_ptr(), m.data_ptr(), threads
+        )
+        assert (m.double() - want).abs().max() <= 1e-6, threads
 
 
 @pytest.mark.slow

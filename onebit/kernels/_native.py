@@ -88,7 +88,7 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_gate_residual.argtypes = [_p, _p, _i, _i, _i, _i, _p, _p, _i, _p, _i, _p, _p, _i, _i, _i, _i]
     lib.ob_gate_residual.restype = None
     lib.ob_mix_mean.argtypes = [_p, _p, _i, _i, _i, _p, _p, _p, _i]
-    lib.ob_mix_mean.restype = None
+    lib.ob_mix_mean.restype = ctypes.c_int
     lib.ob_conv.argtypes = [ctypes.POINTER(ConvArgs)]
     lib.ob_conv.restype = ctypes.c_int
     lib.ob_ceiling.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]

@@ -427,10 +427,12 @@ class FusedBNextProcessor(nn.Module):
             if native:
                 m = torch.empty(n, c, dtype=torch.float32)
                 refn = _nhwc(ref.float())  # held: the kernel reads it
-                _native.load().ob_mix_mean(  # type: ignore[union-attr]
+                ok = _native.load().ob_mix_mean(  # type: ignore[union-attr]
                     refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(),
                     self.one_minus_lam.data_ptr(), m.data_ptr(), torch.get_num_threads(),
                 )  # fmt: skip
+                if not ok:
+                    raise MemoryError(f"ob_mix_mean: no memory for the partial sums of a [{n}, {oh * ow}, {c}] input")
             else:
                 m = self.lam * ref.float().mean((2, 3)) + self.one_minus_lam * zn.mean((1, 2))
             a = self._se_gate(m) * self.g2

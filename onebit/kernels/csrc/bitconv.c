@@ -223,27 +223,94 @@ void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int3
 }
 
 /* out[b, ch] = lam[ch] * mean_p ref[b, p, ch] + oml[ch] * mean_p z[b, p, ch] (ref, z NHWC float32 [N, HW, C]): the
- * global average pool of the λ-mix of a BNext processor, without forming the mix. Sums in double, pixel by pixel. */
-void ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
-                 float *out, int32_t nthreads) {
-    const int32_t chunk = 256;
-    const int32_t nchunks = (c + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (int64_t job = 0; job < (int64_t)n * nchunks; job++) {
-        const int64_t b = job / nchunks;
-        const int32_t c0 = (int32_t)(job % nchunks) * chunk, c1 = (c0 + chunk < c) ? c0 + chunk : c;
-        double sr[256], sz[256];
-        for (int32_t j = 0; j < c1 - c0; j++) sr[j] = sz[j] = 0.0;
-        for (int32_t p = 0; p < hw; p++) {
-            const float *rp = ref + ((b * hw) + p) * (int64_t)c + c0, *zp = z + ((b * hw) + p) * (int64_t)c + c0;
-            for (int32_t j = 0; j < c1 - c0; j++) {
-                sr[j] += rp[j];
-                sz[j] += zp[j];
-            }
-        }
-        for (int32_t j = 0; j < c1 - c0; j++)
-            out[b * c + c0 + j] = lam[c0 + j] * (float)(sr[j] / hw) + oml[c0 + j] * (float)(sz[j] / hw);
+ * global average pool of the λ-mix of a BNext processor, without forming the mix. Each thread sums a contiguous range
+ * of pixel rows: blocks of up to OB_MIX_BLOCK rows in float (fr, fz: its own 2C floats), each block added into double
+ * totals (part: its own 2NC doubles); the totals of the threads are added in thread order. Returns 0 when the
+ * buffers cannot be allocated. */
+#define OB_MIX_BLOCK 16
+#define OB_MIX_FLUSH                                                                                                \
+    if (cur >= 0) {                                                                                                 \
+        double *sr = part + cur * 2 * (int64_t)c, *sz = sr + c;                                                     \
+        for (int32_t j = 0; j < c; j++) {                                                                           \
+            sr[j] += (double)fr[j];                                                                                 \
+            sz[j] += (double)fz[j];                                                                                 \
+            fr[j] = fz[j] = 0.0f;                                                                                   \
+        }                                                                                                           \
     }
+#define OB_MIX_ROWS                                                                                                 \
+    int64_t cur = -1;                                                                                               \
+    int32_t cnt = 0;                                                                                                \
+    for (int32_t j = 0; j < c; j++) fr[j] = fz[j] = 0.0f;                                                           \
+    for (int64_t i = r0; i < r1; i++) {                                                                             \
+        const int64_t b = i / hw;                                                                                   \
+        if (b != cur || cnt == OB_MIX_BLOCK) {                                                                      \
+            OB_MIX_FLUSH                                                                                            \
+            cur = b;                                                                                                \
+            cnt = 0;                                                                                                \
+        }                                                                                                           \
+        const float *rp = ref + i * c, *zp = z + i * c;                                                             \
+        for (int32_t j = 0; j < c; j++) {                                                                           \
+            fr[j] += rp[j];                                                                                         \
+            fz[j] += zp[j];                                                                                         \
+        }                                                                                                           \
+        cnt++;                                                                                                      \
+    }                                                                                                               \
+    OB_MIX_FLUSH
+
+static void ob_mix_rows_base(const float *restrict ref, const float *restrict z, int32_t hw, int32_t c,
+                             double *restrict part, float *restrict fr, float *restrict fz, int64_t r0, int64_t r1) {
+    OB_MIX_ROWS
+}
+
+#if OB_X86 && defined(__GNUC__)
+__attribute__((target("avx2"))) static void ob_mix_rows_avx2(const float *restrict ref, const float *restrict z,
+                                                             int32_t hw, int32_t c, double *restrict part,
+                                                             float *restrict fr, float *restrict fz, int64_t r0,
+                                                             int64_t r1) {
+    OB_MIX_ROWS
+}
+#endif
+
+int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
+                float *out, int32_t nthreads) {
+    const int64_t rows = (int64_t)n * hw, per = 2 * (int64_t)n * c;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > rows) nthreads = rows > 0 ? (int32_t)rows : 1;
+    double *part = (double *)calloc((size_t)(per * nthreads), sizeof(double));
+    float *fbuf = (float *)malloc((size_t)(2 * (int64_t)c * nthreads) * sizeof(float));
+    if (!part || !fbuf) {
+        free(part);
+        free(fbuf);
+        return 0;
+    }
+#if OB_X86 && defined(__GNUC__)
+    const int vec = ob_isa() >= OB_ISA_AVX2;
+#else
+    const int vec = 0;
+#endif
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int32_t t = 0; t < nthreads; t++) {
+        const int64_t r0 = rows * t / nthreads, r1 = rows * (t + 1) / nthreads;
+#if OB_X86 && defined(__GNUC__)
+        if (vec) {
+            ob_mix_rows_avx2(ref, z, hw, c, part + t * per, fbuf + 2 * (int64_t)c * t, fbuf + 2 * (int64_t)c * t + c,
+                             r0, r1);
+            continue;
+        }
+#endif
+        ob_mix_rows_base(ref, z, hw, c, part + t * per, fbuf + 2 * (int64_t)c * t, fbuf + 2 * (int64_t)c * t + c, r0,
+                         r1);
+    }
+    for (int32_t t = 1; t < nthreads; t++)
+        for (int64_t k = 0; k < per; k++) part[k] += part[t * per + k];
+    for (int64_t b = 0; b < n; b++) {
+        const double *sr = part + b * 2 * (int64_t)c, *sz = sr + c;
+        for (int32_t j = 0; j < c; j++)
+            out[b * c + j] = lam[j] * (float)(sr[j] / hw) + oml[j] * (float)(sz[j] / hw);
+    }
+    free(part);
+    free(fbuf);
+    return 1;
 }
 
 /* ------------------------------------------------------------------------------------------------ epilogue */
