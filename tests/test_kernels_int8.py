@@ -205,3 +205,22 @@ def test_pack_a_model_already_on_cuda(name, monkeypatch):
         out = model(x.cuda()).cpu()
     assert (out - ref).abs().max() <= 1e-4 * ref.abs().max()
     assert torch.equal(out.argmax(1), ref.argmax(1))
+
+
+def test_int8_matrix_is_built_only_for_the_int8_backend():
+    """The CPU kernels never read the int8 matrix (8 bits per weight): it is built at first int8 use, or up front
+    when the model is packed for the int8 backend."""
+    g = torch.Generator().manual_seed(0)
+    x, wt = torch.randn(1, 19, 5, 5, generator=g), torch.randn(7, 19, 3, 3, generator=g)
+    pw = pack_weight(wt, 1, 1)
+    assert pw.w8 is None
+    assert torch.equal(pw.signs(), torch.where(wt >= 0, 1.0, -1.0))
+    _, _, dot = binary_conv(pack_activations(x, pad=1, backend="int8"), pw, (5, 5), want_int=True, backend="int8")
+    assert pw.w8 is not None and pw.w8.dtype == torch.int8
+    _, _, ref = binary_conv(pack_activations(x, pad=1, backend="torch"), pw, (5, 5), want_int=True, backend="torch")
+    assert torch.equal(dot, ref)
+    for backend, built in (("auto", False), ("int8", True)):
+        model = _small("reactnet").eval()
+        pack_(model, backend=backend)
+        pws = [m.pw for m in model.modules() if isinstance(m, PackedConv2d)]
+        assert pws and all((pw.w8 is not None) == built for pw in pws), backend

@@ -165,7 +165,13 @@ class PackedConv2d(nn.Module):
             raise ValueError(f"cannot pack {conv}: {signs}")
         ws, alpha, zeros = signs
         self.backend = backend
-        self.pw: PackedWeight = pack_weight(ws, conv.stride[0], conv.padding[0], conv.pad_value)  # type: ignore[index]
+        self.pw: PackedWeight = pack_weight(
+            ws,
+            conv.stride[0],
+            conv.padding[0],
+            conv.pad_value,
+            int8=backend == "int8",  # type: ignore[index]
+        )
         o = conv.out_channels
         g, h = _bn_affine(bn, o)
         if gain is not None:
@@ -240,15 +246,16 @@ class FusedReActBlock(nn.Module):
             prelu=block.prelu1,
             act_in=block.move12.bias.detach().reshape(-1),
             act_out=block.move13.bias.detach().reshape(-1),
+            backend=backend,
         )
         self.conv1.epilogue.thresh = _vec(block.move21.bias)
         self.conv1.epilogue = self.conv1.epilogue.checked(c)
         if self.planes == c:
-            pw = PackedConv2d(block.binary_pw, bn=block.bn2, prelu=block.prelu2)
+            pw = PackedConv2d(block.binary_pw, bn=block.bn2, prelu=block.prelu2, backend=backend)
             ep = pw.epilogue
         else:
-            d1 = PackedConv2d(block.binary_pw_down1, bn=block.bn2_1)
-            d2 = PackedConv2d(block.binary_pw_down2, bn=block.bn2_2)
+            d1 = PackedConv2d(block.binary_pw_down1, bn=block.bn2_1, backend=backend)
+            d2 = PackedConv2d(block.binary_pw_down2, bn=block.bn2_2, backend=backend)
             pw = d1
             pw.pw = _concat_weights(d1.pw, d2.pw)
             ep = ConvEpilogue(
@@ -499,19 +506,8 @@ def _link(module: nn.Module, nxt: nn.Module | None) -> None:
 
 def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
     """One packed weight with the output channels of ``a`` then ``b`` (same input, kernel and geometry)."""
-    words = torch.cat([a.words, b.words])
-    signs = _words_to_signs(words, a.in_channels)
-    return pack_weight(signs, a.stride, a.padding)
-
-
-def _words_to_signs(words: Tensor, c: int) -> Tensor:
-    """``int64 [O, KH, KW, K]`` -> ±1 float ``[O, C, KH, KW]`` (inverse of the packing in :func:`pack_weight`)."""
-    from onebit.kernels.pack import unpack_bits
-
-    b = words.contiguous().view(torch.uint8)  # [O, KH, KW, 8K]
-    nbytes = (c + 7) // 8
-    bits = unpack_bits(b[..., :nbytes].contiguous(), c, dim=-1)
-    return torch.where(bits, 1.0, -1.0).permute(0, 3, 1, 2).contiguous()
+    signs = torch.cat([a.signs(), b.signs()])
+    return pack_weight(signs, a.stride, a.padding, a.pad_value, int8=a.w8 is not None)
 
 
 def _set_child(model: nn.Module, name: str, module: nn.Module) -> None:

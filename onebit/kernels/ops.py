@@ -30,7 +30,7 @@ from torch import Tensor
 
 from onebit.kernels import _native
 from onebit.kernels import int8 as _int8
-from onebit.kernels.pack import pack_bits, to_bits
+from onebit.kernels.pack import pack_bits, to_bits, unpack_bits
 
 __all__ = [
     "ConvEpilogue",
@@ -151,7 +151,8 @@ class PackedWeight:
         words: ``int64 [O, KH, KW, K]`` (reference layout).
         wq: ``int64 [ceil(O / 8), KH, KW * K, 8]`` (kernel layout: blocks of 8 output channels).
         corr: ``int32 [KH * KW, O]`` = (1 + pad_value) · Σ w over each tap, or ``None`` without padding.
-        w8: int8 ±1 ``[ceil8(O), ceil8(KH * KW * C)]`` (the ``"int8"`` backend's GEMM operand, zero-padded).
+        w8: int8 ±1 ``[ceil8(O), ceil8(KH * KW * C)]`` (the ``"int8"`` backend's GEMM operand, zero-padded), or
+            ``None`` until :meth:`int8_matrix` builds it.
         pad_value: value of the padded input taps (0, -1 or +1).
     """
 
@@ -176,18 +177,37 @@ class PackedWeight:
         }
         return PackedWeight(**moved)
 
+    def signs(self) -> Tensor:
+        """The ±1 float weight ``[O, C, KH, KW]`` back from ``words`` (on their device)."""
+        b = self.words.contiguous().view(torch.uint8)  # [O, KH, KW, 8K]
+        bits = unpack_bits(b[..., : (self.in_channels + 7) // 8].contiguous(), self.in_channels, dim=-1)
+        return torch.where(bits, 1.0, -1.0).permute(0, 3, 1, 2).contiguous()
+
+    def int8_matrix(self) -> Tensor:
+        """``w8``, built from ``words`` on their device at first use when :func:`pack_weight` did not build it
+        (the CPU kernels never need it: 8 bits per weight would be most of a packed model's memory)."""
+        if self.w8 is None:
+            if not _int8.available():
+                raise RuntimeError(f"the int8 backend needs torch._int_mm, not in torch {torch.__version__}")
+            self.w8 = _int8.weight_matrix(self.signs())
+        return self.w8
+
     def out_size(self, h: int, w: int) -> tuple[int, int]:
         kh, kw = self.kernel_size
         return (h + 2 * self.padding - kh) // self.stride + 1, (w + 2 * self.padding - kw) // self.stride + 1
 
 
-def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: float = 0.0) -> PackedWeight:
+def pack_weight(
+    sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: float = 0.0, *, int8: bool = False
+) -> PackedWeight:
     """Pack a weight whose signs are used (``w >= 0`` -> +1) for a conv with the given geometry.
 
     Args:
         sign_w: ``[O, C, KH, KW]``; only the sign is read (scale factors go into the epilogue).
         stride, padding: square stride and padding of the conv.
         pad_value: value of the padded input taps: 0 (official zero padding), -1 or +1.
+        int8: also build the ``"int8"`` backend's matrix now (else :meth:`PackedWeight.int8_matrix` builds it at
+            first use).
     """
     if sign_w.dim() != 4:
         raise ValueError(f"pack_weight expects [O, C, KH, KW], got {tuple(sign_w.shape)}")
@@ -216,7 +236,7 @@ def pack_weight(sign_w: Tensor, stride: int = 1, padding: int = 0, pad_value: fl
         kernel_size=(kh, kw),
         stride=int(stride),
         padding=int(padding),
-        w8=_int8.weight_matrix(sign_w) if _int8.available() else None,
+        w8=_int8.weight_matrix(sign_w) if int8 and _int8.available() else None,
         pad_value=float(pad_value),
     )
     return pw if device.type == "cpu" else pw.to(device)
@@ -309,16 +329,15 @@ def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
 def _conv_int8(xp: Tensor, pw: PackedWeight) -> Tensor:
     """``int32 [N, OH, OW, O]`` through the int8 GEMM; the 0 border of ``xp`` is exact zero padding, a ±1
     ``pad_value`` is written into the border first."""
-    if pw.w8 is None:
-        raise RuntimeError("this PackedWeight has no int8 matrix (packed with a torch without torch._int_mm)")
-    if pw.w8.device != xp.device:
-        raise ValueError(f"packed weight on {pw.w8.device}, input on {xp.device}: move the module (model.to(device))")
+    w8 = pw.int8_matrix()
+    if w8.device != xp.device:
+        raise ValueError(f"packed weight on {w8.device}, input on {xp.device}: move the module (model.to(device))")
     p = pw.padding
     if p and pw.pad_value != 0.0:
         xp = xp.clone()
         fill = int(pw.pad_value)
         xp[:, :p], xp[:, -p:], xp[:, :, :p], xp[:, :, -p:] = fill, fill, fill, fill
-    return _int8.conv_int8(xp, pw.w8, pw.out_channels, pw.kernel_size, pw.stride)
+    return _int8.conv_int8(xp, w8, pw.out_channels, pw.kernel_size, pw.stride)
 
 
 def _epilogue_torch(dot: Tensor, ep: ConvEpilogue, res: Tensor | None) -> Tensor:
