@@ -87,6 +87,15 @@ int ob_isa(void) {
     return g_isa;
 }
 
+/* whether the AVX2 variants of the element-wise passes run (the CPU has AVX2 and no lower ISA was selected) */
+static inline int ob_use_avx2(void) {
+#if OB_X86 && defined(__GNUC__)
+    return ob_isa() >= OB_ISA_AVX2;
+#else
+    return 0;
+#endif
+}
+
 int ob_has_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -130,11 +139,7 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
                   int32_t k, uint64_t *out, int32_t nthreads) {
     const int64_t rows = (int64_t)n * h;
     const int32_t wp = w + 2 * pw, hp = h + 2 * ph;
-#if OB_X86 && defined(__GNUC__)
-    const int vec = ob_isa() >= OB_ISA_AVX2;
-#else
-    const int vec = 0;
-#endif
+    const int vec = ob_use_avx2();
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t r = 0; r < rows; r++) {
         const int64_t b = r / h, y = r % h;
@@ -214,7 +219,7 @@ void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int3
                       const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
                       int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads) {
 #if OB_X86 && defined(__GNUC__)
-    if (ob_isa() >= OB_ISA_AVX2) {
+    if (ob_use_avx2()) {
         ob_gate_residual_avx2(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
         return;
     }
@@ -283,11 +288,7 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
         free(fbuf);
         return 0;
     }
-#if OB_X86 && defined(__GNUC__)
-    const int vec = ob_isa() >= OB_ISA_AVX2;
-#else
-    const int vec = 0;
-#endif
+    const int vec = ob_use_avx2();
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int32_t t = 0; t < nthreads; t++) {
         const int64_t r0 = rows * t / nthreads, r1 = rows * (t + 1) / nthreads;
