@@ -54,17 +54,24 @@ def test_pack_activations_round_trips_with_pack_bits(backend):
     assert torch.equal(shifted, pack_bits(to_bits((x + shift.view(1, -1, 1, 1)).permute(0, 2, 3, 1)), dim=-1))
 
 
+def conv_shapes(n: int, c: int, o: int, hw: int, **extra) -> dict:
+    """Hypothesis strategies for a random binary conv: batch, channels, outputs, spatial size up to the given
+    maxima, 1x1/3x3, stride 1/2, a seed, plus ``extra`` strategies."""
+    return dict(
+        n=st.integers(1, n),
+        c=st.integers(1, c),
+        o=st.integers(1, o),
+        h=st.integers(1, hw),
+        w=st.integers(1, hw),
+        k=st.sampled_from([1, 3]),
+        stride=st.sampled_from([1, 2]),
+        seed=st.integers(0, 2**16),
+        **extra,
+    )
+
+
 @settings(max_examples=25, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 300),
-    o=st.integers(1, 40),
-    h=st.integers(1, 9),
-    w=st.integers(1, 9),
-    k=st.sampled_from([1, 3]),
-    stride=st.sampled_from([1, 2]),
-    seed=st.integers(0, 2**16),
-)
+@given(**conv_shapes(3, 300, 40, 9))
 def test_binary_conv_exact_on_random_shapes(n, c, o, h, w, k, stride, seed):
     g = torch.Generator().manual_seed(seed)
     x, wt = torch.randn(n, c, h, w, generator=g), torch.randn(o, c, k, k, generator=g)

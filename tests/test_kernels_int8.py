@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_kernels import _check_packed_model, _randomize_, _ref_dot, _small
+from test_kernels import _check_packed_model, _randomize_, _ref_dot, _small, conv_shapes
 
 from onebit.binarize import set_temperature
 from onebit.kernels import pack_
@@ -67,17 +67,7 @@ def _compare_with_reference(n, c, o, h, w, k, stride, pad_value, seed, device="c
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    n=st.integers(1, 2),
-    c=st.integers(1, 150),
-    o=st.integers(1, 24),
-    h=st.integers(1, 7),
-    w=st.integers(1, 7),
-    k=st.sampled_from([1, 3]),
-    stride=st.sampled_from([1, 2]),
-    pad_value=st.sampled_from([0.0, 0.0, -1.0, 1.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**conv_shapes(2, 150, 24, 7, pad_value=st.sampled_from([0.0, 0.0, -1.0, 1.0])))
 def test_int8_equals_reference_on_random_shapes(n, c, o, h, w, k, stride, pad_value, seed):
     _compare_with_reference(n, c, o, h, w, k, stride, pad_value, seed)
 
@@ -161,17 +151,7 @@ def test_full_packed_models_at_64_int8_on_cpu(name):
 @pytest.mark.gpu
 @needs_cuda
 @settings(max_examples=20, deadline=None)
-@given(
-    n=st.integers(1, 2),
-    c=st.integers(1, 300),
-    o=st.integers(1, 40),
-    h=st.integers(1, 9),
-    w=st.integers(1, 9),
-    k=st.sampled_from([1, 3]),
-    stride=st.sampled_from([1, 2]),
-    pad_value=st.sampled_from([0.0, -1.0, 1.0]),
-    seed=st.integers(0, 2**16),
-)
+@given(**conv_shapes(2, 300, 40, 9, pad_value=st.sampled_from([0.0, -1.0, 1.0])))
 def test_int8_on_cuda_equals_cpu_reference(n, c, o, h, w, k, stride, pad_value, seed):
     _compare_with_reference(n, c, o, h, w, k, stride, pad_value, seed, device="cuda")
 

@@ -329,6 +329,22 @@ static inline void ob_pixel(const ob_conv_args *a, int64_t pix, ob_pix *o) {
     o->x = (int32_t)(pix % a->ow);
 }
 
+/* Exact zero (or ±1) padding: add corr[tap][o0 + q] to dots[q] (q < nq) for every tap of output pixel (y, xo) that
+ * falls outside the input (border pixels only). */
+static inline void ob_pad_correct(const ob_conv_args *a, int32_t y, int32_t xo, int32_t o0, int32_t nq,
+                                  int32_t *dots) {
+    const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
+    if (iy >= 0 && ix >= 0 && iy + a->kh <= a->h && ix + a->kw <= a->w) return;
+    for (int32_t ky = 0; ky < a->kh; ky++) {
+        for (int32_t kx = 0; kx < a->kw; kx++) {
+            const int32_t yy = iy + ky, xx = ix + kx;
+            if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
+            const int32_t *c = a->corr + (int64_t)(ky * a->kw + kx) * a->o + o0;
+            for (int32_t q = 0; q < nq; q++) dots[q] += c[q];
+        }
+    }
+}
+
 /* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels pi[0..np)
  * (consecutive flat indices; a tile may span rows and images). */
 static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t np, int32_t o0,
@@ -337,18 +353,7 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
     for (int32_t p = 0; p < np; p++) {
         const int64_t pix = pi[p].pix, b = pi[p].b;
         const int32_t y = pi[p].y, xo = pi[p].x;
-        if (a->corr) {
-            const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
-            if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
-                for (int32_t ky = 0; ky < a->kh; ky++) {
-                    for (int32_t kx = 0; kx < a->kw; kx++) {
-                        const int32_t yy = iy + ky, xx = ix + kx;
-                        if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
-                        for (int32_t q = 0; q < nq; q++) dots[p][q] += a->corr[(int64_t)(ky * a->kw + kx) * a->o + o0 + q];
-                    }
-                }
-            }
-        }
+        if (a->corr) ob_pad_correct(a, y, xo, o0, nq, dots[p]);
         if (a->out_int)
             for (int32_t q = 0; q < nq; q++) a->out_int[pix * a->o + o0 + q] = dots[p][q];
         if (!a->out_f && !a->out_bits) continue;
@@ -486,20 +491,8 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
     for (int32_t p = 0; p < np; p++) {
         const int64_t pix = pi[p].pix, b = pi[p].b;
         const int32_t y = pi[p].y, xo = pi[p].x;
+        if (a->corr) ob_pad_correct(a, y, xo, o0, OB_TILE_Q, dots[p]);
         __m256i d = _mm256_loadu_si256((const __m256i *)dots[p]);
-        if (a->corr) {
-            const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
-            if (iy < 0 || ix < 0 || iy + a->kh > a->h || ix + a->kw > a->w) {
-                for (int32_t ky = 0; ky < a->kh; ky++) {
-                    for (int32_t kx = 0; kx < a->kw; kx++) {
-                        const int32_t yy = iy + ky, xx = ix + kx;
-                        if (yy >= 0 && yy < a->h && xx >= 0 && xx < a->w) continue;
-                        d = _mm256_add_epi32(
-                            d, _mm256_loadu_si256((const __m256i *)(a->corr + (int64_t)(ky * a->kw + kx) * a->o + o0)));
-                    }
-                }
-            }
-        }
         if (out_int) _mm256_storeu_si256((__m256i *)(out_int + pix * o), d);
         if (!out_f && !out_bits) continue;
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), scale);
