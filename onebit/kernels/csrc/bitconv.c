@@ -402,10 +402,7 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
             const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;               \
             const uint64_t *xb[OB_TILE_P];                                                                    \
             ob_pix pi[OB_TILE_P];                                                                             \
-            for (int32_t p = 0; p < np; p++) {                                                                \
-                ob_pixel(a, pix0 + p, pi + p);                                                                \
-                xb[p] = ob_xbase(a, pi + p);                                                                  \
-            }                                                                                                 \
+            ob_tile_pixels(a, pix0, np, pi, xb);                                                              \
             for (int32_t ob = g0; ob < g1; ob++) {                                                            \
                 int32_t dots[OB_TILE_P][OB_TILE_Q];                                                           \
                 if (np == OB_TILE_P) KERNEL(a, xb, ob, OB_TILE_P, dots);                                      \
@@ -418,6 +415,26 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
 /* The first input word read by output pixel `pix` (top-left tap); kernel row ky starts ky * wp * k words later. */
 static inline const uint64_t *ob_xbase(const ob_conv_args *a, const ob_pix *q) {
     return a->x + (((q->b * a->hp) + (int64_t)q->y * a->stride) * a->wp + (int64_t)q->x * a->stride) * a->k;
+}
+
+/* Coordinates and first input words of the np consecutive output pixels from flat index pix0: one division for
+ * the first, then stepping along the row (a tile may span rows and images). */
+static inline void ob_tile_pixels(const ob_conv_args *a, int64_t pix0, int32_t np, ob_pix *pi, const uint64_t **xb) {
+    ob_pixel(a, pix0, pi);
+    xb[0] = ob_xbase(a, pi);
+    for (int32_t p = 1; p < np; p++) {
+        ob_pix q = pi[p - 1];
+        q.pix++;
+        if (++q.x == a->ow) {
+            q.x = 0;
+            if (++q.y == a->oh) {
+                q.y = 0;
+                q.b++;
+            }
+        }
+        pi[p] = q;
+        xb[p] = ob_xbase(a, pi + p);
+    }
 }
 
 static inline uint64_t ob_popcount_portable(uint64_t v) {
@@ -602,10 +619,7 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2
     const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;
     const uint64_t *xb[OB_TILE_P];
     ob_pix pi[OB_TILE_P];
-    for (int32_t p = 0; p < np; p++) {
-        ob_pixel(a, pix0 + p, pi + p);
-        xb[p] = ob_xbase(a, pi + p);
-    }
+    ob_tile_pixels(a, pix0, np, pi, xb);
     for (int32_t ob = g0; ob < g1; ob++) {
         int32_t dots[OB_TILE_P][OB_TILE_Q];
         const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
@@ -687,34 +701,146 @@ __attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_arg
     return 1;
 }
 
-/* AVX-512 VPOPCNTDQ: the 8 channels of a tile are one 512-bit vector; popcount per 64-bit lane directly. */
-__attribute__((target("avx512f,avx512vpopcntdq,popcnt"), always_inline)) static inline void ob_kernel_avx512(
-    const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int P, int32_t dots[][OB_TILE_Q]) {
+/* AVX-512 VPOPCNTDQ: a register tile of OB_P512 pixels x 16 output channels (two blocks of 8, one 512-bit vector
+ * of 64-bit counts each); popcount per 64-bit lane directly, the weights read as packed (no split). */
+#define OB_P512 4
+#define OB_Q512 16
+#define OB_AVX512_TARGET "avx512f,avx512vl,avx512dq,avx512bw,avx512vpopcntdq,popcnt"
+
+/* dots of NB blocks (1 or 2) starting at block ob for P pixels (P, NB compile-time after inlining) */
+__attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_kernel_avx512(
+    const ob_conv_args *a, const uint64_t *const *xb, int32_t ob, const int NB, const int P, int32_t dots[][OB_Q512]) {
     const int32_t J = a->kw * a->k;
-    const int32_t nbits = a->kh * a->kw * a->c;
-    __m512i acc[OB_TILE_P];
-    for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
+    const int64_t bw = (int64_t)a->kh * J * OB_TILE_Q; /* words of one block */
+    __m512i acc[OB_P512][2];
+    for (int p = 0; p < P; p++) acc[p][0] = acc[p][1] = _mm512_setzero_si512();
     for (int32_t ky = 0; ky < a->kh; ky++) {
-        const uint64_t *wr = a->wq + (((int64_t)ob * a->kh + ky) * J) * OB_TILE_Q;
-        const uint64_t *xr[OB_TILE_P];
+        const uint64_t *wr = a->wq + ob * bw + (int64_t)ky * J * OB_TILE_Q;
+        const uint64_t *xr[OB_P512];
         for (int p = 0; p < P; p++) xr[p] = xb[p] + (int64_t)ky * a->wp * a->k;
         for (int32_t j = 0; j < J; j++) {
-            const __m512i wv = _mm512_loadu_si512((const void *)(wr + j * 8));
+            const __m512i w0 = _mm512_loadu_si512((const void *)(wr + j * OB_TILE_Q));
+            const __m512i w1 = NB == 2 ? _mm512_loadu_si512((const void *)(wr + bw + j * OB_TILE_Q)) : w0;
             for (int p = 0; p < P; p++) {
                 const __m512i xv = _mm512_set1_epi64((long long)xr[p][j]);
-                acc[p] = _mm512_add_epi64(acc[p], _mm512_popcnt_epi64(_mm512_xor_si512(xv, wv)));
+                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w0)));
+                if (NB == 2) acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(xv, w1)));
             }
         }
     }
+    const __m256i nb = _mm256_set1_epi32(a->kh * a->kw * a->c);
     for (int p = 0; p < P; p++) {
-        int64_t c8[8];
-        _mm512_storeu_si512((void *)c8, acc[p]);
-        for (int q = 0; q < OB_TILE_Q; q++) dots[p][q] = nbits - 2 * (int32_t)c8[q];
+        _mm256_storeu_si256((__m256i *)dots[p], _mm256_sub_epi32(nb, _mm256_slli_epi32(_mm512_cvtepi64_epi32(acc[p][0]), 1)));
+        if (NB == 2)
+            _mm256_storeu_si256((__m256i *)(dots[p] + 8),
+                                _mm256_sub_epi32(nb, _mm256_slli_epi32(_mm512_cvtepi64_epi32(acc[p][1]), 1)));
     }
 }
 
-__attribute__((target("avx512f,avx512vpopcntdq,popcnt"))) static void ob_conv_avx512(const ob_conv_args *a) {
-    OB_TILE_LOOP(ob_kernel_avx512, ob_epilogue_avx2)
+/* The epilogue of ob_epilogue on 16 channels o0.. (o0 a multiple of 16) at once, bitwise the same float operations;
+ * a partial tile (or a residual that wraps inside it) goes 8 channels at a time through ob_epilogue_avx2. */
+__attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_epilogue_avx512(
+    const ob_conv_args *a, const ob_pix *pi, int32_t np, int32_t o0, int32_t nq, int32_t dots[OB_P512][OB_Q512]) {
+    if (nq < OB_Q512 || a->o - o0 < OB_Q512 || (a->res && (o0 % a->res_c) + OB_Q512 > a->res_c)) {
+        for (int32_t h = 0; h < nq; h += OB_TILE_Q) {
+            int32_t d8[OB_TILE_P][OB_TILE_Q];
+            for (int32_t p = 0; p < np; p++) memcpy(d8[p], dots[p] + h, sizeof d8[p]);
+            ob_epilogue_avx2(a, pi, np, o0 + h, d8);
+        }
+        return;
+    }
+    const __m512 fzero = _mm512_setzero_ps();
+    const __m512 scale = _mm512_loadu_ps(a->scale + o0);
+    const __m512 bias = a->bias ? _mm512_loadu_ps(a->bias + o0) : fzero;
+    const __m512 act_in = a->act_in ? _mm512_loadu_ps(a->act_in + o0) : fzero;
+    const __m512 slope = a->slope ? _mm512_loadu_ps(a->slope + o0) : fzero;
+    const __m512 act_out = a->act_out ? _mm512_loadu_ps(a->act_out + o0) : fzero;
+    const __m512 thresh = a->thresh ? _mm512_loadu_ps(a->thresh + o0) : fzero;
+    const int has_bias = a->bias != 0, has_in = a->act_in != 0, has_slope = a->slope != 0, has_out = a->act_out != 0;
+    const int has_t = a->thresh != 0;
+    const float *res = a->res ? a->res + (o0 % a->res_c) : 0;
+    const int64_t res_c = a->res_c, o = a->o;
+    float *out_f = a->out_f ? a->out_f + o0 : 0;
+    int32_t *out_int = a->out_int ? a->out_int + o0 : 0;
+    uint8_t *out_bits = a->out_bits ? a->out_bits + o0 / 8 : 0;
+    const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph, bph = a->bph, bpw = a->bpw;
+    const int64_t bstride = (int64_t)a->bk * 8;
+    for (int32_t p = 0; p < np; p++) {
+        const int64_t pix = pi[p].pix, b = pi[p].b;
+        const int32_t y = pi[p].y, xo = pi[p].x;
+        if (a->corr) ob_pad_correct(a, y, xo, o0, OB_Q512, dots[p]);
+        const __m512i d = _mm512_loadu_si512((const void *)dots[p]);
+        if (out_int) _mm512_storeu_si512((void *)(out_int + pix * o), d);
+        if (!out_f && !out_bits) continue;
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), scale);
+        if (has_bias) v = _mm512_add_ps(v, bias);
+        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + pix * res_c));
+        if (has_in) v = _mm512_add_ps(v, act_in);
+        if (has_slope) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, fzero, _CMP_GT_OQ), _mm512_mul_ps(v, slope), v);
+        if (has_out) v = _mm512_add_ps(v, act_out);
+        if (out_f) _mm512_storeu_ps(out_f + pix * o, v);
+        if (out_bits) {
+            const __m512 t = has_t ? _mm512_add_ps(v, thresh) : v;
+            const uint16_t bits16 = (uint16_t)_mm512_cmp_ps_mask(t, fzero, _CMP_GE_OQ);
+            const int64_t opix = ((b * hpo) + y + bph) * wpo + xo + bpw;
+            memcpy(out_bits + opix * bstride, &bits16, sizeof bits16);
+        }
+    }
+}
+
+/* Pixel tile `it` against output blocks [g0, g1), two blocks (16 channels) at a time. */
+__attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_avx512_tile(const ob_conv_args *a,
+                                                                                         int32_t g0, int32_t g1,
+                                                                                         int64_t npix, int64_t it) {
+    const int64_t pix0 = it * OB_P512;
+    const int32_t np = (npix - pix0 < OB_P512) ? (int32_t)(npix - pix0) : OB_P512;
+    const uint64_t *xb[OB_P512];
+    ob_pix pi[OB_P512];
+    ob_tile_pixels(a, pix0, np, pi, xb);
+    for (int32_t ob = g0; ob < g1; ob += 2) {
+        int32_t dots[OB_P512][OB_Q512];
+        if (g1 - ob >= 2) {
+            if (np == OB_P512) ob_kernel_avx512(a, xb, ob, 2, OB_P512, dots);
+            else for (int32_t p = 0; p < np; p++) ob_kernel_avx512(a, xb + p, ob, 2, 1, dots + p);
+            ob_epilogue_avx512(a, pi, np, ob * OB_TILE_Q, OB_Q512, dots);
+        } else {
+            if (np == OB_P512) ob_kernel_avx512(a, xb, ob, 1, OB_P512, dots);
+            else for (int32_t p = 0; p < np; p++) ob_kernel_avx512(a, xb + p, ob, 1, 1, dots + p);
+            ob_epilogue_avx512(a, pi, np, ob * OB_TILE_Q, OB_TILE_Q, dots);
+        }
+    }
+}
+
+/* Output blocks in groups of an even count whose weights stay in L2 (each group over every pixel tile); work
+ * shared by groups when there are enough of them (no barrier per group), else by pixel tiles within each group. */
+#ifndef OB_GROUP512_BYTES
+#define OB_GROUP512_BYTES (64 * 1024)
+#endif
+__attribute__((target(OB_AVX512_TARGET))) static void ob_conv_avx512(const ob_conv_args *a) {
+    const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;
+    const int64_t npix = (int64_t)a->n * a->oh * a->ow;
+    const int64_t tiles = (npix + OB_P512 - 1) / OB_P512;
+    const int64_t blk_bytes = (int64_t)a->kh * a->kw * a->k * OB_TILE_Q * 8;
+    int32_t group = blk_bytes * 2 >= OB_GROUP512_BYTES ? 2 : (int32_t)(OB_GROUP512_BYTES / blk_bytes) & ~1;
+    if (group > o8) group = o8;
+    const int32_t ngroups = (o8 + group - 1) / group;
+    const int by_group = a->nthreads > 1 && ngroups >= 4 * a->nthreads;
+#pragma omp parallel num_threads(a->nthreads)
+    {
+        if (by_group) {
+#pragma omp for schedule(dynamic, 1)
+            for (int32_t gi = 0; gi < ngroups; gi++) {
+                const int32_t g0 = gi * group, g1 = (o8 - g0 < group) ? o8 : g0 + group;
+                for (int64_t it = 0; it < tiles; it++) ob_avx512_tile(a, g0, g1, npix, it);
+            }
+        } else {
+            for (int32_t g0 = 0; g0 < o8; g0 += group) {
+                const int32_t g1 = (o8 - g0 < group) ? o8 : g0 + group;
+#pragma omp for schedule(static)
+                for (int64_t it = 0; it < tiles; it++) ob_avx512_tile(a, g0, g1, npix, it);
+            }
+        }
+    }
 }
 #endif
 
