@@ -25,6 +25,7 @@ class _BuildBitconv(build_ext):
             ext.extra_link_args = []
             super().build_extension(ext)
             return
+        ext.libraries = [*ext.libraries, "m"]  # expf (the SE gate's sigmoid)
         try:
             ext.extra_compile_args = [*_COMMON, "-fopenmp"]
             ext.extra_link_args = ["-fopenmp"]

@@ -19,6 +19,7 @@ activation is exactly 0 after its shift).
 
 from __future__ import annotations
 
+import ctypes
 import warnings
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from onebit.kernels import _native
 from onebit.kernels.ops import (
     ConvEpilogue,
     PackedWeight,
+    _args_template,
     _nhwc,
     _ptr,
     binary_conv,
@@ -391,12 +393,20 @@ class FusedBNextProcessor(nn.Module):
         self.desc = ("ELM-Attention" if self.elm else "Info-RCP") + f" {self.conv.desc}"
         self._next: FusedBNextProcessor | None = None
         self._handoff: tuple[Tensor, Tensor] | None = None
+        self._plans: dict[tuple[int, int, int], _ProcessorPlan] = {}
 
     def chain(self, nxt: FusedBNextProcessor | None) -> None:
         """Also emit the packed input of ``nxt`` (sign(out + its shift), with its border) from the tail pass, for a
         processor whose input is this one's output (checked at run time: the handoff is used only when ``nxt``
         receives this very tensor)."""
         _link(self, nxt)
+        self._plans.clear()
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        super()._apply(fn, recurse)
+        self._plans.clear()  # they hold data pointers of the buffers
+        self.__dict__["_handoff"] = None
+        return self
 
     def _se_gate(self, pooled: Tensor) -> Tensor:
         """sigmoid(SE(pooled)) for ``pooled [N, C]`` -> ``[N, C]``."""
@@ -410,61 +420,27 @@ class FusedBNextProcessor(nn.Module):
         """``x`` float ``[N, C, H, W]``. ``out``: an NHWC float32 ``[N, OH, OW, C_total]`` to write this processor's
         channels into at ``offset`` (one part of a channel concatenation); then ``out`` is returned as NCHW view."""
         _check_inference(x)
-        handoff, self._handoff = self._handoff, None
+        handoff = self._handoff
+        if handoff is not None:
+            self.__dict__["_handoff"] = None  # plain attribute: skips nn.Module.__setattr__ on the hot path
         xp = handoff[1] if handoff is not None and handoff[0] is x else None
         x = x.float()
-        # X (2x2-pooled at stride 2): Info-RCP's residual, and the mix reference of ELM-Attention in bnext.py
-        uses_x = not self.elm or (self.recouple and not self.mix_residual)
-        pooled_x = F.avg_pool2d(x, 2, 2) if self.stride == 2 and uses_x else x
-        if self.elm:
-            a1 = self.activation1(x)
-            r = (
-                self.downsample(a1)
-                if self.downsample is not None
-                else (F.avg_pool2d(a1, 2, 2) if self.stride == 2 else a1)
-            )
-        else:
-            r = pooled_x
+        if x.device.type == "cpu" and x.dim() == 4 and resolve_backend(self.backend) == "native":
+            return self._forward_native(x, xp, out, offset)
+        # the generic path (pure-torch or int8 backend, any device)
+        pooled_x, r = self._residual(x)
         z = self.conv(x, xp)  # [N, C, OH, OW], NHWC memory
         n, c, oh, ow = z.shape
         zn = _nhwc(z)  # free: the kernel wrote NHWC
-        native = resolve_backend(self.backend, x.device) == "native"
         if self.recouple:
             ref = r if self.mix_residual else pooled_x
-            if native:
-                m = torch.empty(n, c, dtype=torch.float32)
-                refn = _nhwc(ref.float())  # held: the kernel reads it
-                ok = _native.load().ob_mix_mean(  # type: ignore[union-attr]
-                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(),
-                    self.one_minus_lam.data_ptr(), m.data_ptr(), torch.get_num_threads(),
-                )  # fmt: skip
-                if not ok:
-                    raise MemoryError(f"ob_mix_mean: no memory for the partial sums of a [{n}, {oh * ow}, {c}] input")
-            else:
-                m = self.lam * ref.float().mean((2, 3)) + self.one_minus_lam * zn.mean((1, 2))
+            m = self.lam * ref.float().mean((2, 3)) + self.one_minus_lam * zn.mean((1, 2))
             a = self._se_gate(m) * self.g2
         else:
             a = self.g2.expand(n, c)
         a = a.float().contiguous()
         rn = _nhwc(r.float())
-        if out is not None and (out.shape[:3] != (n, oh, ow) or offset + c > out.shape[3] or not out.is_contiguous()):
-            raise ValueError(f"out {tuple(out.shape)} cannot take {c} channels at {offset} of [{n}, {oh}, {ow}, ·]")
-        nxt = self._next
-        if native:
-            dst = torch.empty(n, oh, ow, c, dtype=torch.float32) if out is None else out
-            bits, t, pad = None, None, 0
-            if nxt is not None and out is None and nxt.conv.shift is not None:
-                pad, t = nxt.conv.pw.padding, nxt.conv.shift
-                bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
-            _native.load().ob_gate_residual(  # type: ignore[union-attr]
-                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
-                dst.data_ptr() + 4 * offset, dst.shape[3], _ptr(t), _ptr(bits), pad, (c + 63) // 64, 0,
-                torch.get_num_threads(),
-            )  # fmt: skip
-            y = dst.permute(0, 3, 1, 2)
-            if bits is not None:
-                nxt._handoff = (y, bits)  # type: ignore[union-attr]
-            return y
+        _check_out(out, n, oh, ow, c, offset)
         v = a.reshape(n, 1, 1, c) * zn
         if self.elm:
             v = v * rn
@@ -474,8 +450,123 @@ class FusedBNextProcessor(nn.Module):
         out[..., offset : offset + c] = res
         return out.permute(0, 3, 1, 2)
 
+    def _residual(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(pooled_x, r)``: X (2x2-pooled at stride 2), Info-RCP's residual and the mix reference of ELM-Attention
+        in bnext.py; and the residual R."""
+        uses_x = not self.elm or (self.recouple and not self.mix_residual)
+        pooled_x = F.avg_pool2d(x, 2, 2) if self.stride == 2 and uses_x else x
+        if not self.elm:
+            return pooled_x, pooled_x
+        a1 = self.activation1(x)
+        if self.downsample is not None:
+            return pooled_x, self.downsample(a1)
+        return pooled_x, (F.avg_pool2d(a1, 2, 2) if self.stride == 2 else a1)
+
+    def _make_plan(self, n: int, h: int, w: int) -> _ProcessorPlan:
+        conv = self.conv
+        pw = conv.pw
+        oh, ow = pw.out_size(h, w)
+        args = _native.ConvArgs.from_buffer_copy(_args_template(pw, conv.epilogue))
+        pad = pw.padding
+        args.n, args.hp, args.wp, args.h, args.w, args.oh, args.ow = n, h + 2 * pad, w + 2 * pad, h, w, oh, ow
+        nxt = self._next
+        emit = nxt is not None and nxt.conv.shift is not None
+        plan = _ProcessorPlan(
+            args=args,
+            oh=oh,
+            ow=ow,
+            c=pw.out_channels,
+            cin=pw.in_channels,
+            pad=pad,
+            xp_shape=(n, h + 2 * pad, w + 2 * pad, (pw.in_channels + 63) // 64),
+            shift=_ptr(conv.shift),
+            emit_pad=nxt.conv.pw.padding if emit else -1,  # type: ignore[union-attr]
+            emit_t=_ptr(nxt.conv.shift) if emit else None,  # type: ignore[union-attr]
+        )
+        self._plans[(n, h, w)] = plan
+        return plan
+
+    def _forward_native(self, x: Tensor, xp: Tensor | None, out: Tensor | None, offset: int) -> Tensor:
+        """The compiled-kernel path of :meth:`forward` (CPU, float32): the same operations as the generic path, with
+        the call-invariant work (kernel arguments, shapes, pointers) done once per input shape."""
+        lib = _native.load()
+        n, _, h, w = x.shape
+        plan = self._plans.get((n, h, w)) or self._make_plan(n, h, w)
+        thr = torch.get_num_threads()
+        pooled_x, r = self._residual(x)
+        oh, ow, c = plan.oh, plan.ow, plan.c
+        if xp is None:
+            xp = torch.zeros(plan.xp_shape, dtype=torch.int64)
+            xn = _nhwc(x)  # held: the kernel reads it
+            lib.ob_pack_nhwc(  # type: ignore[union-attr]
+                xn.data_ptr(), plan.shift, n, h, w, plan.cin, plan.pad, plan.pad, plan.xp_shape[3],
+                xp.data_ptr(), thr,
+            )  # fmt: skip
+        zn = torch.empty(n, oh, ow, c, dtype=torch.float32)  # Z = PReLU_b(BN1(conv)), NHWC
+        args = _native.ConvArgs.from_buffer_copy(plan.args)
+        args.x, args.out_f, args.nthreads = xp.data_ptr(), zn.data_ptr(), thr
+        lib.ob_conv(ctypes.byref(args))  # type: ignore[union-attr]
+        if self.recouple:
+            ref = r if self.mix_residual else pooled_x
+            m = torch.empty(n, c, dtype=torch.float32)
+            refn = _nhwc(ref.float())  # held: the kernel reads it
+            if not lib.ob_mix_mean(  # type: ignore[union-attr]
+                refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(), self.one_minus_lam.data_ptr(),
+                m.data_ptr(), thr,
+            ):  # fmt: skip
+                raise MemoryError(f"ob_mix_mean: no memory for the partial sums of a [{n}, {oh * ow}, {c}] input")
+            if self._se_linear:  # one C pass: both products, ReLU, sigmoid, BN2's gain
+                a = torch.empty(n, c, dtype=torch.float32)
+                hidden = torch.empty(n, self.se_w1.shape[0], dtype=torch.float32)
+                lib.ob_se_gate(  # type: ignore[union-attr]
+                    m.data_ptr(), n, c, hidden.shape[1], self.se_w1.data_ptr(), self.se_b1.data_ptr(),
+                    self.se_w2.data_ptr(), self.se_b2.data_ptr(), self.g2.data_ptr(), a.data_ptr(),
+                    hidden.data_ptr(), thr,
+                )  # fmt: skip
+            else:
+                a = (self._se_gate(m) * self.g2).float().contiguous()
+        else:
+            a = self.g2.expand(n, c).contiguous()
+        rn = _nhwc(r.float())
+        _check_out(out, n, oh, ow, c, offset)
+        dst = torch.empty(n, oh, ow, c, dtype=torch.float32) if out is None else out
+        bits, pad = None, 0
+        if plan.emit_pad >= 0 and out is None:
+            pad = plan.emit_pad
+            bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
+        lib.ob_gate_residual(  # type: ignore[union-attr]
+            zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
+            dst.data_ptr() + 4 * offset, dst.shape[3], plan.emit_t if bits is not None else None, _ptr(bits), pad,
+            (c + 63) // 64, 0, thr,
+        )  # fmt: skip
+        y = dst.permute(0, 3, 1, 2)
+        if bits is not None:
+            self._next.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
+        return y
+
     def extra_repr(self) -> str:
         return f"{self.desc}, stride={self.stride}, recouple={self.recouple}"
+
+
+def _check_out(out: Tensor | None, n: int, oh: int, ow: int, c: int, offset: int) -> None:
+    if out is not None and (out.shape[:3] != (n, oh, ow) or offset + c > out.shape[3] or not out.is_contiguous()):
+        raise ValueError(f"out {tuple(out.shape)} cannot take {c} channels at {offset} of [{n}, {oh}, {ow}, ·]")
+
+
+@dataclass
+class _ProcessorPlan:
+    """Call-invariant native-path state of one :class:`FusedBNextProcessor` for one input shape."""
+
+    args: _native.ConvArgs  # the conv's kernel arguments but input, output and thread count
+    oh: int
+    ow: int
+    c: int
+    cin: int
+    pad: int  # the conv's padding (border of its packed input)
+    xp_shape: tuple[int, int, int, int]  # packed input with the conv's border
+    shift: int | None  # the conv's input shift (sign+pack when no producer handed the bits over)
+    emit_pad: int  # border of the next processor's packed input emitted by the tail pass; -1: none
+    emit_t: int | None  # the next processor's shift
 
 
 class FusedBNextBlock(nn.Module):

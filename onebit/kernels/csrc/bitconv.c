@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -104,7 +105,7 @@ int ob_has_openmp(void) {
 #endif
 }
 
-int ob_abi_version(void) { return 2; }
+int ob_abi_version(void) { return 3; }
 
 /* ------------------------------------------------------------------------------------------------ sign + pack */
 /* bits of channels [c0, c1) of one pixel; bit ch - c0 = (src[ch] + t[ch] >= 0) */
@@ -129,6 +130,20 @@ __attribute__((target("avx2"))) static inline uint64_t ob_pack_word_avx2(const f
         __m256 v = _mm256_loadu_ps(src + ch);
         if (t) v = _mm256_add_ps(v, _mm256_loadu_ps(t + ch));
         word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) << (ch - c0);
+    }
+    return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
+}
+
+/* 16 channels at a time (compare into a mask) */
+__attribute__((target("avx512f"))) static inline uint64_t ob_pack_word_avx512(const float *src, const float *t,
+                                                                             int32_t c0, int32_t c1) {
+    uint64_t word = 0;
+    int32_t ch = c0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (; ch + 16 <= c1; ch += 16) {
+        __m512 v = _mm512_loadu_ps(src + ch);
+        if (t) v = _mm512_add_ps(v, _mm512_loadu_ps(t + ch));
+        word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) << (ch - c0);
     }
     return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
 }
@@ -169,30 +184,34 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
  * also the next binary conv's packed input: bits of out + thresh >= 0 into words [bword0, bword0 + ceil(c / 64)) of
  * each pixel of the zero-initialised uint64 [N, H + 2 bpad, W + 2 bpad, bk] (the rule of ob_pack_nhwc). */
 #define OB_GATE_BODY(PACK)                                                                                          \
-    const int64_t rows = (int64_t)n * h * w;                                                                        \
-    const int32_t nw = (c + 63) / 64, hw = h * w, wp = w + 2 * bpad, hp = h + 2 * bpad;                             \
-    _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t i = 0; i < rows; i++) {        \
-        const int64_t b = i / hw;                                                                                   \
-        const float *ai = a + b * c, *zi = z + i * c, *ri = r + i * c;                                              \
-        float *oi = out + i * ldo;                                                                                  \
-        if (mul_r) {                                                                                                \
-            for (int32_t ch = 0; ch < c; ch++) {                                                                    \
-                float v = ai[ch] * zi[ch];                                                                          \
-                v = v * ri[ch];                                                                                     \
-                v = v + hb[ch];                                                                                     \
-                oi[ch] = v + ri[ch];                                                                                \
+    const int32_t nw = (c + 63) / 64, wp = w + 2 * bpad, hp = h + 2 * bpad;                                         \
+    _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t row = 0; row < (int64_t)n * h;  \
+                                                                            row++) {                                \
+        const int64_t b = row / h, y = row % h; /* one division per image row, none per pixel */                    \
+        const float *ai = a + b * c;                                                                                \
+        for (int32_t xx = 0; xx < w; xx++) {                                                                        \
+            const int64_t i = row * w + xx;                                                                         \
+            const float *zi = z + i * c, *ri = r + i * c;                                                           \
+            float *oi = out + i * ldo;                                                                              \
+            if (mul_r) {                                                                                            \
+                for (int32_t ch = 0; ch < c; ch++) {                                                                \
+                    float v = ai[ch] * zi[ch];                                                                      \
+                    v = v * ri[ch];                                                                                 \
+                    v = v + hb[ch];                                                                                 \
+                    oi[ch] = v + ri[ch];                                                                            \
+                }                                                                                                   \
+            } else {                                                                                                \
+                for (int32_t ch = 0; ch < c; ch++) {                                                                \
+                    float v = ai[ch] * zi[ch];                                                                      \
+                    v = v + hb[ch];                                                                                 \
+                    oi[ch] = v + ri[ch];                                                                            \
+                }                                                                                                   \
             }                                                                                                       \
-        } else {                                                                                                    \
-            for (int32_t ch = 0; ch < c; ch++) {                                                                    \
-                float v = ai[ch] * zi[ch];                                                                          \
-                v = v + hb[ch];                                                                                     \
-                oi[ch] = v + ri[ch];                                                                                \
+            if (bits) {                                                                                             \
+                uint64_t *dst = bits + (((b * hp) + y + bpad) * wp + xx + bpad) * (int64_t)bk + bword0;             \
+                for (int32_t j = 0; j < nw; j++)                                                                    \
+                    dst[j] = PACK(oi, thresh, j * 64, (j * 64 + 64 < c) ? j * 64 + 64 : c);                         \
             }                                                                                                       \
-        }                                                                                                           \
-        if (bits) {                                                                                                 \
-            const int64_t y = (i % hw) / w, xx = i % w;                                                             \
-            uint64_t *dst = bits + (((b * hp) + y + bpad) * wp + xx + bpad) * (int64_t)bk + bword0;                 \
-            for (int32_t j = 0; j < nw; j++) dst[j] = PACK(oi, thresh, j * 64, (j * 64 + 64 < c) ? j * 64 + 64 : c); \
         }                                                                                                           \
     }
 
@@ -213,12 +232,24 @@ __attribute__((target("avx2"))) static void ob_gate_residual_avx2(
     int32_t nthreads) {
     OB_GATE_BODY(ob_pack_word_avx2)
 }
+
+__attribute__((target("avx512f"))) static void ob_gate_residual_avx512(
+    const float *restrict z, const float *restrict r, int32_t n, int32_t h, int32_t w, int32_t c,
+    const float *restrict a, const float *restrict hb, int32_t mul_r, float *restrict out, int32_t ldo,
+    const float *restrict thresh, uint64_t *restrict bits, int32_t bpad, int32_t bk, int32_t bword0,
+    int32_t nthreads) {
+    OB_GATE_BODY(ob_pack_word_avx512)
+}
 #endif
 
 void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
                       const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
                       int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads) {
 #if OB_X86 && defined(__GNUC__)
+    if (ob_isa() >= OB_ISA_AVX512) {
+        ob_gate_residual_avx512(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
+        return;
+    }
     if (ob_use_avx2()) {
         ob_gate_residual_avx2(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
         return;
@@ -242,23 +273,23 @@ void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int3
             fr[j] = fz[j] = 0.0f;                                                                                   \
         }                                                                                                           \
     }
-#define OB_MIX_ROWS                                                                                                 \
+#define OB_MIX_ROWS                                                                                         \
     int64_t cur = -1;                                                                                               \
-    int32_t cnt = 0;                                                                                                \
     for (int32_t j = 0; j < c; j++) fr[j] = fz[j] = 0.0f;                                                           \
-    for (int64_t i = r0; i < r1; i++) {                                                                             \
-        const int64_t b = i / hw;                                                                                   \
-        if (b != cur || cnt == OB_MIX_BLOCK) {                                                                      \
-            OB_MIX_FLUSH                                                                                            \
-            cur = b;                                                                                                \
-            cnt = 0;                                                                                                \
+    for (int64_t i0 = r0; i0 < r1;) {                                                                               \
+        /* a block: up to OB_MIX_BLOCK rows of one image (one division per block) */                                \
+        const int64_t b = i0 / hw, end = (b + 1) * hw < r1 ? (b + 1) * hw : r1;                                     \
+        const int64_t i1 = end - i0 < OB_MIX_BLOCK ? end : i0 + OB_MIX_BLOCK;                                       \
+        OB_MIX_FLUSH                                                                                                \
+        cur = b;                                                                                                    \
+        for (int64_t i = i0; i < i1; i++) {                                                                         \
+            const float *rp = ref + i * c, *zp = z + i * c;                                                         \
+            for (int32_t j = 0; j < c; j++) {                                                                       \
+                fr[j] += rp[j];                                                                                     \
+                fz[j] += zp[j];                                                                                     \
+            }                                                                                                       \
         }                                                                                                           \
-        const float *rp = ref + i * c, *zp = z + i * c;                                                             \
-        for (int32_t j = 0; j < c; j++) {                                                                           \
-            fr[j] += rp[j];                                                                                         \
-            fz[j] += zp[j];                                                                                         \
-        }                                                                                                           \
-        cnt++;                                                                                                      \
+        i0 = i1;                                                                                                    \
     }                                                                                                               \
     OB_MIX_FLUSH
 
@@ -268,6 +299,13 @@ static void ob_mix_rows_base(const float *restrict ref, const float *restrict z,
 }
 
 #if OB_X86 && defined(__GNUC__)
+__attribute__((target("avx512f"))) static void ob_mix_rows_avx512(const float *restrict ref, const float *restrict z,
+                                                                 int32_t hw, int32_t c, double *restrict part,
+                                                                 float *restrict fr, float *restrict fz, int64_t r0,
+                                                                 int64_t r1) {
+    OB_MIX_ROWS
+}
+
 __attribute__((target("avx2"))) static void ob_mix_rows_avx2(const float *restrict ref, const float *restrict z,
                                                              int32_t hw, int32_t c, double *restrict part,
                                                              float *restrict fr, float *restrict fz, int64_t r0,
@@ -281,29 +319,37 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
     const int64_t rows = (int64_t)n * hw, per = 2 * (int64_t)n * c;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > rows) nthreads = rows > 0 ? (int32_t)rows : 1;
-    double *part = (double *)calloc((size_t)(per * nthreads), sizeof(double));
-    float *fbuf = (float *)malloc((size_t)(2 * (int64_t)c * nthreads) * sizeof(float));
+    /* each thread's buffers on cache lines of their own (64-byte aligned, strides rounded up to 64 bytes): a line
+     * shared by two threads that both update it every row costs more than the second thread saves */
+    const int64_t pstride = (per + 7) / 8 * 8, fstride = (2 * (int64_t)c + 15) / 16 * 16;
+    double *part = (double *)aligned_alloc(64, (size_t)(pstride * nthreads) * sizeof(double));
+    float *fbuf = (float *)aligned_alloc(64, (size_t)(fstride * nthreads) * sizeof(float));
     if (!part || !fbuf) {
         free(part);
         free(fbuf);
         return 0;
     }
-    const int vec = ob_use_avx2();
+    memset(part, 0, (size_t)(pstride * nthreads) * sizeof(double));
+    const int vec = ob_use_avx2(), vec512 = ob_isa() >= OB_ISA_AVX512;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int32_t t = 0; t < nthreads; t++) {
         const int64_t r0 = rows * t / nthreads, r1 = rows * (t + 1) / nthreads;
+        double *pt = part + t * pstride;
+        float *fr = fbuf + t * fstride, *fz = fr + c;
 #if OB_X86 && defined(__GNUC__)
+        if (vec512) {
+            ob_mix_rows_avx512(ref, z, hw, c, pt, fr, fz, r0, r1);
+            continue;
+        }
         if (vec) {
-            ob_mix_rows_avx2(ref, z, hw, c, part + t * per, fbuf + 2 * (int64_t)c * t, fbuf + 2 * (int64_t)c * t + c,
-                             r0, r1);
+            ob_mix_rows_avx2(ref, z, hw, c, pt, fr, fz, r0, r1);
             continue;
         }
 #endif
-        ob_mix_rows_base(ref, z, hw, c, part + t * per, fbuf + 2 * (int64_t)c * t, fbuf + 2 * (int64_t)c * t + c, r0,
-                         r1);
+        ob_mix_rows_base(ref, z, hw, c, pt, fr, fz, r0, r1);
     }
     for (int32_t t = 1; t < nthreads; t++)
-        for (int64_t k = 0; k < per; k++) part[k] += part[t * per + k];
+        for (int64_t k = 0; k < per; k++) part[k] += part[t * pstride + k];
     for (int64_t b = 0; b < n; b++) {
         const double *sr = part + b * 2 * (int64_t)c, *sz = sr + c;
         for (int32_t j = 0; j < c; j++)
@@ -312,6 +358,75 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
     free(part);
     free(fbuf);
     return 1;
+}
+
+/* ------------------------------------------------------------------------------------------------ SE gate */
+/* The squeeze-and-excitation gate of a BNext processor on its pooled input p [N, C], with BN2's gain g folded:
+ *   a[b, j] = g[j] * sigmoid(b2[j] + sum_i w2[j, i] * relu(b1[i] + sum_k w1[i, k] p[b, k]))
+ * w1 [HD, C] and w2 [C, HD] row-major float32 (the 1x1 convs' weights). At batch 1 this is two matrix-vector
+ * products that read ~C*HD*8 bytes of weights: one pass, each row's dot product vectorised (float partial sums,
+ * so results differ from torch's addmm by float rounding), rows shared by the threads when there are enough.
+ * hidden: caller's scratch of N*HD floats. */
+#define OB_SE_BODY                                                                                                  \
+    const int par = nthreads > 1 && (int64_t)c * hd >= 32768;                                                      \
+    _Pragma("omp parallel num_threads(par ? nthreads : 1)") {                                                       \
+        _Pragma("omp for schedule(static)") for (int64_t r = 0; r < (int64_t)n * hd; r++) {                        \
+            const int64_t b = r / hd, i = r % hd;                                                                   \
+            const float *wr = w1 + i * c, *pb = p + b * c;                                                          \
+            float s = 0.0f;                                                                                         \
+            _Pragma("omp simd reduction(+ : s)") for (int32_t k = 0; k < c; k++) s += wr[k] * pb[k];                \
+            s = s + b1[i];                                                                                          \
+            hidden[r] = s > 0.0f ? s : 0.0f;                                                                        \
+        }                                                                                                           \
+        _Pragma("omp for schedule(static)") for (int64_t r = 0; r < (int64_t)n * c; r++) {                         \
+            const int64_t b = r / c, j = r % c;                                                                     \
+            const float *wr = w2 + j * hd, *hb = hidden + b * hd;                                                   \
+            float s = 0.0f;                                                                                         \
+            _Pragma("omp simd reduction(+ : s)") for (int32_t k = 0; k < hd; k++) s += wr[k] * hb[k];               \
+            s = s + b2[j];                                                                                          \
+            a[r] = (1.0f / (1.0f + expf(-s))) * g[j];                                                               \
+        }                                                                                                           \
+    }
+
+static void ob_se_gate_base(const float *restrict p, int32_t n, int32_t c, int32_t hd, const float *restrict w1,
+                            const float *restrict b1, const float *restrict w2, const float *restrict b2,
+                            const float *restrict g, float *restrict a, float *restrict hidden, int32_t nthreads) {
+    OB_SE_BODY
+}
+
+#if OB_X86 && defined(__GNUC__)
+__attribute__((target("avx2"))) static void ob_se_gate_avx2(const float *restrict p, int32_t n, int32_t c, int32_t hd,
+                                                            const float *restrict w1, const float *restrict b1,
+                                                            const float *restrict w2, const float *restrict b2,
+                                                            const float *restrict g, float *restrict a,
+                                                            float *restrict hidden, int32_t nthreads) {
+    OB_SE_BODY
+}
+
+__attribute__((target("avx512f"))) static void ob_se_gate_avx512(const float *restrict p, int32_t n, int32_t c,
+                                                                 int32_t hd, const float *restrict w1,
+                                                                 const float *restrict b1, const float *restrict w2,
+                                                                 const float *restrict b2, const float *restrict g,
+                                                                 float *restrict a, float *restrict hidden,
+                                                                 int32_t nthreads) {
+    OB_SE_BODY
+}
+#endif
+
+void ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
+                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads) {
+    if (nthreads < 1) nthreads = 1;
+#if OB_X86 && defined(__GNUC__)
+    if (ob_isa() >= OB_ISA_AVX512) {
+        ob_se_gate_avx512(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
+        return;
+    }
+    if (ob_use_avx2()) {
+        ob_se_gate_avx2(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
+        return;
+    }
+#endif
+    ob_se_gate_base(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
 }
 
 /* ------------------------------------------------------------------------------------------------ epilogue */
