@@ -16,7 +16,7 @@ from pathlib import Path
 __all__ = ["ISA_NAMES", "ConvArgs", "backend_info", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
-_ABI = 3  # ob_abi_version() of the csrc/bitconv.c this module binds
+_ABI = 4  # ob_abi_version() of the csrc/bitconv.c this module binds
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
 
 _p = ctypes.c_void_p
@@ -89,6 +89,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_gate_residual.restype = None
     lib.ob_mix_mean.argtypes = [_p, _p, _i, _i, _i, _p, _p, _p, _i]
     lib.ob_mix_mean.restype = ctypes.c_int
+    lib.ob_elm_residual.argtypes = [_p, _i, _i, _i, _i, _p, _i, _p, _p, _i]
+    lib.ob_elm_residual.restype = None
     lib.ob_se_gate.argtypes = [_p, _i, _i, _i, _p, _p, _p, _p, _p, _p, _p, _i]
     lib.ob_se_gate.restype = None
     lib.ob_conv.argtypes = [ctypes.POINTER(ConvArgs)]

@@ -356,6 +356,11 @@ class FusedBNextProcessor(nn.Module):
         if self.elm:
             self.activation1 = proc.activation1
             self.downsample = proc.downsample
+        # ELM's PReLU_a (and 2x2 pooling) in one C pass over X on the compiled path (a real downsample stays in torch)
+        self._c_residual = self.elm and type(proc.activation1) is nn.PReLU and proc.downsample is None
+        if self._c_residual:
+            slope = proc.activation1.weight.detach().reshape(-1).float()
+            self.register_buffer("slope1", slope.expand(proc.inplanes).clone(), persistent=False)
         c = proc.planes
         uses_bn2 = self.elm or self.recouple  # Info-RCP without recoupling skips norm2 (as the official code)
         g2, h2 = _bn_affine(proc.norm2 if uses_bn2 else None, c)
@@ -493,7 +498,20 @@ class FusedBNextProcessor(nn.Module):
         n, _, h, w = x.shape
         plan = self._plans.get((n, h, w)) or self._make_plan(n, h, w)
         thr = torch.get_num_threads()
-        pooled_x, r = self._residual(x)
+        if self._c_residual:
+            xn = _nhwc(x)  # held: the kernels read it
+            cin = x.shape[1]
+            rh, rw = (h // 2, w // 2) if self.stride == 2 else (h, w)
+            r = torch.empty(n, rh, rw, cin, dtype=torch.float32)
+            want_px = self.stride == 2 and self.recouple and not self.mix_residual
+            px = torch.empty(n, rh, rw, cin, dtype=torch.float32) if want_px else None
+            lib.ob_elm_residual(  # type: ignore[union-attr]
+                xn.data_ptr(), n, h, w, cin, self.slope1.data_ptr(), self.stride, _ptr(px), r.data_ptr(), thr
+            )
+            pooled_x = x if px is None else px.permute(0, 3, 1, 2)
+            r = r.permute(0, 3, 1, 2)
+        else:
+            pooled_x, r = self._residual(x)
         oh, ow, c = plan.oh, plan.ow, plan.c
         if xp is None:
             xp = torch.zeros(plan.xp_shape, dtype=torch.int64)
@@ -589,6 +607,31 @@ class FusedBNextBlock(nn.Module):
         return self.FFN_2(x, out=out, offset=c)
 
 
+class FoldedConvBN(nn.Module):
+    """A float ``BN(conv(x))`` (the BNext stem) as one convolution with the BN folded into its weight and bias, the
+    weight in channels_last so that the output is NHWC memory, which the packed processor after it reads without a
+    copy. Equal to the float pair up to float rounding (the fold)."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        g, h = _bn_affine(bn, conv.out_channels)
+        w = conv.weight.detach().double() * g.reshape(-1, 1, 1, 1)
+        b = h if conv.bias is None else conv.bias.detach().double() * g + h
+        dtype = conv.weight.dtype
+        self.register_buffer("weight", w.to(dtype).contiguous(memory_format=torch.channels_last), persistent=False)
+        self.register_buffer("bias", b.to(dtype), persistent=False)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"cannot fold {conv}: padding_mode {conv.padding_mode!r}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        return f"{i}->{o} k{kh}x{kw} s{self.stride[0]}, BN folded"
+
+
 def _link(module: nn.Module, nxt: nn.Module | None) -> None:
     """``module._next = nxt`` as a plain attribute: registered as a submodule, the next block would appear inside
     this one (named_modules, repr, the pack report) and be moved twice by ``model.to``."""
@@ -633,8 +676,12 @@ def _fuse_reactnet(model: nn.Module, report: PackReport, backend: str | None) ->
 
 
 def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> None:
-    from onebit.models.bnext import BNextBlock, ELMAttention, InfoRCP
+    from onebit.models.bnext import BNextBlock, BNextStem, ELMAttention, InfoRCP
 
+    for name, stem in list(model.named_modules()):
+        if type(stem) is BNextStem and stem.conv1.padding_mode == "zeros":
+            _set_child(model, name, FoldedConvBN(stem.conv1, stem.bn1))
+            report.fused[name] = "BNext stem: BN folded into the conv (channels_last output)"
     for name, proc in list(model.named_modules()):
         if not isinstance(proc, (InfoRCP, ELMAttention)) or not isinstance(proc.binary_conv, BinaryConv2d):
             continue

@@ -105,7 +105,7 @@ int ob_has_openmp(void) {
 #endif
 }
 
-int ob_abi_version(void) { return 3; }
+int ob_abi_version(void) { return 4; }
 
 /* ------------------------------------------------------------------------------------------------ sign + pack */
 /* bits of channels [c0, c1) of one pixel; bit ch - c0 = (src[ch] + t[ch] >= 0) */
@@ -358,6 +358,79 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
     free(part);
     free(fbuf);
     return 1;
+}
+
+/* ------------------------------------------------------------------------------------------------ residual */
+/* The residual inputs of an ELM-Attention processor from its input x (NHWC float32 [N, H, W, C]) in one read:
+ * stride 1: r = PReLU(x);  stride 2: px = avgpool2x2(x) (NULL: not wanted) and r = avgpool2x2(PReLU(x)), outputs
+ * [N, H/2, W/2, C] (floor, as avg_pool2d). PReLU(v) = v > 0 ? v : slope * v; a window averages as
+ * ((v00 + v01) + v10) + v11 then / 4, in float. slope: [C]. */
+#define OB_PRELU(v, s) ((v) > 0.0f ? (v) : (s) * (v))
+#define OB_RESIDUAL_BODY                                                                                            \
+    if (stride == 1) {                                                                                              \
+        _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t i = 0; i < (int64_t)n * h * w; \
+                                                                                i++) {                              \
+            const float *xi = x + i * c;                                                                            \
+            float *ri = r + i * c;                                                                                  \
+            for (int32_t ch = 0; ch < c; ch++) ri[ch] = OB_PRELU(xi[ch], slope[ch]);                                \
+        }                                                                                                           \
+        return;                                                                                                     \
+    }                                                                                                               \
+    const int32_t oh = h / 2, ow = w / 2;                                                                           \
+    _Pragma("omp parallel for schedule(static) num_threads(nthreads)") for (int64_t row = 0; row < (int64_t)n * oh; \
+                                                                            row++) {                                \
+        const int64_t b = row / oh, y = row % oh;                                                                   \
+        for (int32_t xx = 0; xx < ow; xx++) {                                                                       \
+            const float *p00 = x + (((b * h) + 2 * y) * w + 2 * xx) * (int64_t)c, *p01 = p00 + c;                   \
+            const float *p10 = p00 + (int64_t)w * c, *p11 = p10 + c;                                                \
+            const int64_t o = (row * ow + xx) * (int64_t)c;                                                         \
+            if (px)                                                                                                 \
+                for (int32_t ch = 0; ch < c; ch++) px[o + ch] = (((p00[ch] + p01[ch]) + p10[ch]) + p11[ch]) / 4.0f;  \
+            for (int32_t ch = 0; ch < c; ch++) {                                                                    \
+                const float s = slope[ch];                                                                          \
+                r[o + ch] = (((OB_PRELU(p00[ch], s) + OB_PRELU(p01[ch], s)) + OB_PRELU(p10[ch], s)) +               \
+                             OB_PRELU(p11[ch], s)) / 4.0f;                                                          \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+static void ob_elm_residual_base(const float *restrict x, int32_t n, int32_t h, int32_t w, int32_t c,
+                                 const float *restrict slope, int32_t stride, float *restrict px, float *restrict r,
+                                 int32_t nthreads) {
+    OB_RESIDUAL_BODY
+}
+
+#if OB_X86 && defined(__GNUC__)
+__attribute__((target("avx2"))) static void ob_elm_residual_avx2(const float *restrict x, int32_t n, int32_t h,
+                                                                int32_t w, int32_t c, const float *restrict slope,
+                                                                int32_t stride, float *restrict px,
+                                                                float *restrict r, int32_t nthreads) {
+    OB_RESIDUAL_BODY
+}
+
+__attribute__((target("avx512f"))) static void ob_elm_residual_avx512(const float *restrict x, int32_t n, int32_t h,
+                                                                     int32_t w, int32_t c,
+                                                                     const float *restrict slope, int32_t stride,
+                                                                     float *restrict px, float *restrict r,
+                                                                     int32_t nthreads) {
+    OB_RESIDUAL_BODY
+}
+#endif
+
+void ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
+                     float *px, float *r, int32_t nthreads) {
+    if (nthreads < 1) nthreads = 1;
+#if OB_X86 && defined(__GNUC__)
+    if (ob_isa() >= OB_ISA_AVX512) {
+        ob_elm_residual_avx512(x, n, h, w, c, slope, stride, px, r, nthreads);
+        return;
+    }
+    if (ob_use_avx2()) {
+        ob_elm_residual_avx2(x, n, h, w, c, slope, stride, px, r, nthreads);
+        return;
+    }
+#endif
+    ob_elm_residual_base(x, n, h, w, c, slope, stride, px, r, nthreads);
 }
 
 /* ------------------------------------------------------------------------------------------------ SE gate */
