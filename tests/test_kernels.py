@@ -280,7 +280,16 @@ def test_fused_bnext_processor_equals_float(kind, backend):
 @pytest.mark.parametrize("mul_r", [0, 1])
 def test_gate_residual_and_mix_mean_kernels(mul_r):
     """ob_gate_residual does the torch fallback's float operations in the same order (bitwise equal);
-    ob_mix_mean is the λ-weighted pooled mix to float rounding."""
+    ob_mix_mean is the λ-weighted pooled mix to float rounding. Every ISA variant of both."""
+    try:
+        for isa in _each_isa():
+            select_isa(isa)
+            _check_gate_and_mix(mul_r)
+    finally:
+        select_isa(None)
+
+
+def _check_gate_and_mix(mul_r):
     lib = _native.load()
     g = torch.Generator().manual_seed(mul_r)
     n, hh, ww, c = 2, 3, 5, 37
@@ -318,6 +327,106 @@ def test_gate_residual_and_mix_mean_kernels(mul_r):
             r.data_ptr(), z.data_ptr(), n, hw, c, lam.data_ptr(), oml.data_ptr(), m.data_ptr(), threads
         )
         assert (m.double() - want).abs().max() <= 1e-6, threads
+
+
+def _each_isa():
+    """The ISAs this CPU can run (each variant of a pass is compiled separately), best last; restores the best."""
+    order = ["portable", "popcnt", "avx2", "avx512_vpopcntdq"]
+    best = backend_info()["cpu_isa"]
+    return order[: order.index(best) + 1] if best in order else [best]
+
+
+@needs_native
+@pytest.mark.parametrize("c, hd", [(37, 5), (512, 64)])  # 512 x 64: the rows are shared by the threads
+def test_se_gate_kernel(c, hd):
+    """ob_se_gate = g * sigmoid(W2 relu(W1 p + b1) + b2) on pooled vectors, to float rounding, any ISA/threads."""
+    lib = _native.load()
+    g = torch.Generator().manual_seed(c)
+    n = 2
+    p, w1, b1 = torch.randn(n, c, generator=g), torch.randn(hd, c, generator=g) / c**0.5, torch.randn(hd, generator=g)
+    w2, b2, gain = torch.randn(c, hd, generator=g) / hd**0.5, torch.randn(c, generator=g), torch.randn(c, generator=g)
+    want = torch.sigmoid(torch.relu(p.double() @ w1.double().t() + b1.double()) @ w2.double().t() + b2.double())
+    want = want * gain.double()
+    try:
+        for isa in _each_isa():
+            select_isa(isa)
+            for threads in (1, 2, 3):
+                a, hidden = torch.full((n, c), float("nan")), torch.empty(n, hd)
+                lib.ob_se_gate(
+                    p.data_ptr(), n, c, hd, w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
+                    gain.data_ptr(), a.data_ptr(), hidden.data_ptr(), threads,
+                )  # fmt: skip
+                assert (a.double() - want).abs().max() <= 1e-5, (isa, threads)
+    finally:
+        select_isa(None)
+
+
+@needs_native
+@pytest.mark.parametrize("stride, h, w", [(1, 5, 6), (2, 6, 8), (2, 7, 9)])
+def test_elm_residual_kernel(stride, h, w):
+    """ob_elm_residual: PReLU_a(X), and at stride 2 the 2x2 average pools of X and of PReLU_a(X) (floor sizes),
+    bitwise as torch's prelu and avg_pool2d, on every ISA."""
+    lib = _native.load()
+    g = torch.Generator().manual_seed(stride * 100 + h)
+    n, c = 2, 37
+    x = torch.randn(n, c, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+    slope = torch.rand(c, generator=g) - 0.5
+    act = F.prelu(x, slope)
+    want_r, want_px = (act, None) if stride == 1 else (F.avg_pool2d(act, 2, 2), F.avg_pool2d(x, 2, 2))
+    rh, rw = (h, w) if stride == 1 else (h // 2, w // 2)
+    xn = x.permute(0, 2, 3, 1)
+    try:
+        for isa in _each_isa():
+            select_isa(isa)
+            for threads in (1, 2):
+                r = torch.full((n, rh, rw, c), float("nan"))
+                px = torch.full((n, rh, rw, c), float("nan")) if stride == 2 else None
+                lib.ob_elm_residual(
+                    xn.data_ptr(), n, h, w, c, slope.data_ptr(), stride, None if px is None else px.data_ptr(),
+                    r.data_ptr(), threads,
+                )  # fmt: skip
+                assert torch.equal(r.permute(0, 3, 1, 2), want_r), (isa, threads)
+                if px is not None:
+                    assert torch.equal(px.permute(0, 3, 1, 2), want_px), (isa, threads)
+    finally:
+        select_isa(None)
+
+
+def test_folded_bnext_stem():
+    """pack_ folds the BNext stem's BN into its conv: channels_last output equal to the float stem."""
+    from onebit.kernels.engine import FoldedConvBN
+    from onebit.models.bnext import BNextStem
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(BNextStem(3, 16, 2)).eval()
+    _randomize_(model)
+    x = torch.randn(2, 3, 12, 10)
+    with torch.no_grad():
+        ref = model(x)
+    report = pack_(model)
+    assert isinstance(model[0], FoldedConvBN) and "0" in report.fused
+    with torch.no_grad():
+        out = model(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fused_processor_at_several_input_sizes(backend):
+    """The compiled path keeps call-invariant state per input shape: each shape gets its own, results stay right."""
+    proc = _processor("elm_s2").eval()
+    set_temperature(proc, 0.0)
+    _randomize_(proc)
+    model = torch.nn.Sequential(proc).eval()
+    xs = [torch.randn(n, 24, h, w, generator=torch.Generator().manual_seed(h)) for n, h, w in ((2, 8, 10), (1, 6, 6))]
+    with torch.no_grad():
+        refs = [model(x) for x in xs]
+    pack_(model, backend=backend)
+    with torch.no_grad():
+        for _ in range(2):
+            for x, ref in zip(xs, refs):
+                out = model(x)
+                assert (out - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
 
 
 @pytest.mark.slow
