@@ -667,6 +667,44 @@ __attribute__((target("popcnt"))) static void ob_conv_popcnt(const ob_conv_args 
     OB_TILE_LOOP(ob_kernel_popcnt, ob_epilogue)
 }
 
+/* The per-call scalars of a vectorised epilogue over channels o0.. (copied out of the argument struct once: the
+ * float stores could alias it, so the compiler would otherwise reload every field for every pixel). */
+typedef struct {
+    const float *res;  /* at channel o0 % res_c of pixel 0, or NULL */
+    float *out_f;      /* at channel o0 of pixel 0, or NULL */
+    int32_t *out_int;  /* at channel o0 of pixel 0, or NULL */
+    uint8_t *out_bits; /* at byte o0 / 8 of the first packed pixel, or NULL */
+    int64_t res_c, o, bstride;
+    int32_t wpo, hpo, bph, bpw;
+    int has_bias, has_in, has_slope, has_out, has_t;
+} ob_epi;
+
+static inline ob_epi ob_epi_of(const ob_conv_args *a, int32_t o0) {
+    ob_epi e;
+    e.res = a->res ? a->res + (o0 % a->res_c) : 0;
+    e.out_f = a->out_f ? a->out_f + o0 : 0;
+    e.out_int = a->out_int ? a->out_int + o0 : 0;
+    e.out_bits = a->out_bits ? a->out_bits + o0 / 8 : 0;
+    e.res_c = a->res_c;
+    e.o = a->o;
+    e.bstride = (int64_t)a->bk * 8;
+    e.wpo = a->ow + 2 * a->bpw;
+    e.hpo = a->oh + 2 * a->bph;
+    e.bph = a->bph;
+    e.bpw = a->bpw;
+    e.has_bias = a->bias != 0;
+    e.has_in = a->act_in != 0;
+    e.has_slope = a->slope != 0;
+    e.has_out = a->act_out != 0;
+    e.has_t = a->thresh != 0;
+    return e;
+}
+
+/* byte offset of output pixel (b, y, x) in the packed output (whose border is bph, bpw) */
+static inline int64_t ob_epi_bits_at(const ob_epi *e, int64_t b, int32_t y, int32_t x) {
+    return (((b * e->hpo) + y + e->bph) * e->wpo + x + e->bpw) * e->bstride;
+}
+
 /* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile. */
 __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_avx2(const ob_conv_args *a, const ob_pix *pi, int32_t np,
                                                                      int32_t o0,
@@ -675,8 +713,6 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
         ob_epilogue(a, pi, np, o0, dots);
         return;
     }
-    /* per-channel vectors and pointers read once: the float stores below could alias the argument struct, so the
-     * compiler would otherwise reload every field for every pixel */
     const __m256 fzero = _mm256_setzero_ps();
     const __m256 scale = _mm256_loadu_ps(a->scale + o0);
     const __m256 bias = a->bias ? _mm256_loadu_ps(a->bias + o0) : fzero;
@@ -684,34 +720,25 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
     const __m256 slope = a->slope ? _mm256_loadu_ps(a->slope + o0) : fzero;
     const __m256 act_out = a->act_out ? _mm256_loadu_ps(a->act_out + o0) : fzero;
     const __m256 thresh = a->thresh ? _mm256_loadu_ps(a->thresh + o0) : fzero;
-    const int has_bias = a->bias != 0, has_in = a->act_in != 0, has_slope = a->slope != 0, has_out = a->act_out != 0;
-    const int has_t = a->thresh != 0;
-    const float *res = a->res ? a->res + (o0 % a->res_c) : 0;
-    const int64_t res_c = a->res_c, o = a->o;
-    float *out_f = a->out_f ? a->out_f + o0 : 0;
-    int32_t *out_int = a->out_int ? a->out_int + o0 : 0;
-    uint8_t *out_bits = a->out_bits;
-    const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph, bph = a->bph, bpw = a->bpw;
-    const int64_t bstride = (int64_t)a->bk * 8;
+    const ob_epi e = ob_epi_of(a, o0);
     for (int32_t p = 0; p < np; p++) {
         const int64_t pix = pi[p].pix, b = pi[p].b;
         const int32_t y = pi[p].y, xo = pi[p].x;
         if (a->corr) ob_pad_correct(a, y, xo, o0, OB_TILE_Q, dots[p]);
         __m256i d = _mm256_loadu_si256((const __m256i *)dots[p]);
-        if (out_int) _mm256_storeu_si256((__m256i *)(out_int + pix * o), d);
-        if (!out_f && !out_bits) continue;
+        if (e.out_int) _mm256_storeu_si256((__m256i *)(e.out_int + pix * e.o), d);
+        if (!e.out_f && !e.out_bits) continue;
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), scale);
-        if (has_bias) v = _mm256_add_ps(v, bias);
-        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + pix * res_c));
-        if (has_in) v = _mm256_add_ps(v, act_in);
-        if (has_slope) v = _mm256_blendv_ps(_mm256_mul_ps(v, slope), v, _mm256_cmp_ps(v, fzero, _CMP_GT_OQ));
-        if (has_out) v = _mm256_add_ps(v, act_out);
-        if (out_f) _mm256_storeu_ps(out_f + pix * o, v);
-        if (out_bits) {
-            const __m256 t = has_t ? _mm256_add_ps(v, thresh) : v;
+        if (e.has_bias) v = _mm256_add_ps(v, bias);
+        if (e.res) v = _mm256_add_ps(v, _mm256_loadu_ps(e.res + pix * e.res_c));
+        if (e.has_in) v = _mm256_add_ps(v, act_in);
+        if (e.has_slope) v = _mm256_blendv_ps(_mm256_mul_ps(v, slope), v, _mm256_cmp_ps(v, fzero, _CMP_GT_OQ));
+        if (e.has_out) v = _mm256_add_ps(v, act_out);
+        if (e.out_f) _mm256_storeu_ps(e.out_f + pix * e.o, v);
+        if (e.out_bits) {
+            const __m256 t = e.has_t ? _mm256_add_ps(v, thresh) : v;
             const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_GE_OQ));
-            const int64_t opix = ((b * hpo) + y + bph) * wpo + xo + bpw;
-            out_bits[opix * bstride + o0 / 8] = (uint8_t)byte;
+            e.out_bits[ob_epi_bits_at(&e, b, y, xo)] = (uint8_t)byte;
         }
     }
 }
@@ -944,34 +971,25 @@ __attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_e
     const __m512 slope = a->slope ? _mm512_loadu_ps(a->slope + o0) : fzero;
     const __m512 act_out = a->act_out ? _mm512_loadu_ps(a->act_out + o0) : fzero;
     const __m512 thresh = a->thresh ? _mm512_loadu_ps(a->thresh + o0) : fzero;
-    const int has_bias = a->bias != 0, has_in = a->act_in != 0, has_slope = a->slope != 0, has_out = a->act_out != 0;
-    const int has_t = a->thresh != 0;
-    const float *res = a->res ? a->res + (o0 % a->res_c) : 0;
-    const int64_t res_c = a->res_c, o = a->o;
-    float *out_f = a->out_f ? a->out_f + o0 : 0;
-    int32_t *out_int = a->out_int ? a->out_int + o0 : 0;
-    uint8_t *out_bits = a->out_bits ? a->out_bits + o0 / 8 : 0;
-    const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph, bph = a->bph, bpw = a->bpw;
-    const int64_t bstride = (int64_t)a->bk * 8;
+    const ob_epi e = ob_epi_of(a, o0);
     for (int32_t p = 0; p < np; p++) {
         const int64_t pix = pi[p].pix, b = pi[p].b;
         const int32_t y = pi[p].y, xo = pi[p].x;
         if (a->corr) ob_pad_correct(a, y, xo, o0, OB_Q512, dots[p]);
         const __m512i d = _mm512_loadu_si512((const void *)dots[p]);
-        if (out_int) _mm512_storeu_si512((void *)(out_int + pix * o), d);
-        if (!out_f && !out_bits) continue;
+        if (e.out_int) _mm512_storeu_si512((void *)(e.out_int + pix * e.o), d);
+        if (!e.out_f && !e.out_bits) continue;
         __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(d), scale);
-        if (has_bias) v = _mm512_add_ps(v, bias);
-        if (res) v = _mm512_add_ps(v, _mm512_loadu_ps(res + pix * res_c));
-        if (has_in) v = _mm512_add_ps(v, act_in);
-        if (has_slope) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, fzero, _CMP_GT_OQ), _mm512_mul_ps(v, slope), v);
-        if (has_out) v = _mm512_add_ps(v, act_out);
-        if (out_f) _mm512_storeu_ps(out_f + pix * o, v);
-        if (out_bits) {
-            const __m512 t = has_t ? _mm512_add_ps(v, thresh) : v;
+        if (e.has_bias) v = _mm512_add_ps(v, bias);
+        if (e.res) v = _mm512_add_ps(v, _mm512_loadu_ps(e.res + pix * e.res_c));
+        if (e.has_in) v = _mm512_add_ps(v, act_in);
+        if (e.has_slope) v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, fzero, _CMP_GT_OQ), _mm512_mul_ps(v, slope), v);
+        if (e.has_out) v = _mm512_add_ps(v, act_out);
+        if (e.out_f) _mm512_storeu_ps(e.out_f + pix * e.o, v);
+        if (e.out_bits) {
+            const __m512 t = e.has_t ? _mm512_add_ps(v, thresh) : v;
             const uint16_t bits16 = (uint16_t)_mm512_cmp_ps_mask(t, fzero, _CMP_GE_OQ);
-            const int64_t opix = ((b * hpo) + y + bph) * wpo + xo + bpw;
-            memcpy(out_bits + opix * bstride, &bits16, sizeof bits16);
+            memcpy(e.out_bits + ob_epi_bits_at(&e, b, y, xo), &bits16, sizeof bits16);
         }
     }
 }
