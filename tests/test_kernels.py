@@ -427,6 +427,11 @@ def test_fused_processor_at_several_input_sizes(backend):
             for x, ref in zip(xs, refs):
                 out = model(x)
                 assert (out - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
+        # a copy made after use computes with its own buffers: change the original's BN2 shift, the copy is unaffected
+        twin = copy.deepcopy(model)
+        model[0].h2.add_(1.0)
+        out = twin(xs[0])
+        assert (out - refs[0]).abs().max() <= 1e-5 * (1 + refs[0].abs().max())
 
 
 @pytest.mark.slow

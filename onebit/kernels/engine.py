@@ -413,6 +413,10 @@ class FusedBNextProcessor(nn.Module):
         self.__dict__["_handoff"] = None
         return self
 
+    def __getstate__(self) -> dict:
+        # a copy (deepcopy, pickle) starts without plans: theirs would point at this module's buffers
+        return {**self.__dict__, "_plans": {}, "_handoff": None}
+
     def _se_gate(self, pooled: Tensor) -> Tensor:
         """sigmoid(SE(pooled)) for ``pooled [N, C]`` -> ``[N, C]``."""
         if self._se_linear:

@@ -167,6 +167,11 @@ class PackedWeight:
     w8: Tensor | None = None
     pad_value: float = 0.0
 
+    def __getstate__(self) -> dict:
+        # the cached kernel arguments (_args_template) hold raw pointers into these tensors: a copy (deepcopy,
+        # pickle) builds its own
+        return {k: v for k, v in self.__dict__.items() if k != "_templates"}
+
     def to(self, device: torch.device | str) -> PackedWeight:
         """A copy on ``device`` (dtypes and contiguity kept; the native kernel runs on CPU copies only)."""
         moved = {
