@@ -1,18 +1,22 @@
-"""Build of the optional packed-convolution kernels (``onebit/kernels/csrc/bitconv.c``).
+"""Build of the optional packed-convolution kernels (``onebit/kernels/csrc/*.c``, shared header ``bitconv.h``).
 
 Everything else lives in ``pyproject.toml``. The extension is plain C with a C ABI (loaded with ctypes, not a
 Python module, not built against torch); it is ``optional``: without a working compiler the package still installs
 and the pure-torch reference path runs (``onebit.kernels.backend_info()`` says why). OpenMP is used when the
-compiler supports ``-fopenmp``; otherwise the build retries without it (single-threaded kernels).
+compiler supports ``-fopenmp``; otherwise the build retries without it (single-threaded kernels). All the C files
+are translation units of the one shared library ``onebit.kernels._bitconv``.
 """
 
 from __future__ import annotations
 
+import glob
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+_CSRC = "onebit/kernels/csrc"
+_SOURCES = sorted(glob.glob(f"{_CSRC}/*.c"))  # relative to the project root, as setuptools wants; a stable link order
 _COMMON = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-strict-aliasing"]
 
 
@@ -42,6 +46,6 @@ class _BuildBitconv(build_ext):
 
 
 setup(
-    ext_modules=[Extension("onebit.kernels._bitconv", ["onebit/kernels/csrc/bitconv.c"], optional=True)],
+    ext_modules=[Extension("onebit.kernels._bitconv", _SOURCES, depends=[f"{_CSRC}/bitconv.h"], optional=True)],
     cmdclass={"build_ext": _BuildBitconv},
 )

@@ -1,6 +1,6 @@
 """Packed binary conv throughput vs the XOR+popcount+add ceiling of this machine (1 thread by default).
 
-The ceiling is a tight in-register loop in C (``ob_ceiling`` in ``onebit/kernels/csrc/bitconv.c``) with the
+The ceiling is a tight in-register loop in C (``ob_ceiling`` in ``onebit/kernels/csrc/ceiling.c``) with the
 selected ISA's inner instruction mix, no memory traffic; a conv's binary MAC/s (output pixels x C_out x C_in x k²
 per second, fused epilogue included: BN affine, PReLU, float output and the next layer's packed bits) is reported
 as a percentage of it, the ceiling measured again right before each conv. Process CPU time (1 thread), so that

@@ -30,7 +30,8 @@ Optional on top (BNext paper Table 6 studies each of them):
   and corrects ``lambda`` to the area actually kept. With both enabled each batch uses one of them with probability
   0.5 (timm's ``switch_prob``).
 
-:func:`repeated_order` is the repeated-augmentation sample order (DeiT ``RASampler`` / timm ``RepeatAugSampler``).
+The repeated-augmentation sample order (DeiT ``RASampler`` / timm ``RepeatAugSampler``) is a loader concern:
+:func:`onebit.data.repeated_order`.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ __all__ = [
     "mixup",
     "rand_augment",
     "random_resized_crop_flip",
-    "repeated_order",
     "soft_cross_entropy",
 ]
 
@@ -421,29 +421,6 @@ def build_train_augment(
         padding=padding,
         interpolation=interpolation,
     )
-
-
-def repeated_order(n: int, repeats: int, generator: GeneratorLike = None) -> Tensor:
-    """Sample order with repeated augmentation (Hoffer et al. 2020; DeiT ``RASampler``, timm ``RepeatAugSampler``).
-
-    A random permutation with every index repeated ``repeats`` times in a row, truncated to ``n`` entries so the epoch
-    keeps its length: the epoch covers the first ``ceil(n / repeats)`` images of the permutation, each ``repeats``
-    times (the last one possibly fewer), and the copies of an image are adjacent, so they land in the same batch (DeiT
-    hands them to different GPUs of one step) and get different augmentations. ``repeats == 1`` is a plain shuffle.
-    BNext Table 6: repeated augmentation costs BNext-T 11 points top-1 at 128 epochs.
-
-    Args:
-        n: data set size (and epoch length).
-        repeats: copies of each drawn image (>= 1).
-        generator: the epoch's generator (or a seed).
-
-    Returns:
-        int64 tensor [n] of sample indices.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    perm = torch.randperm(n, generator=_as_generator(generator))
-    return perm.repeat_interleave(repeats)[:n]
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

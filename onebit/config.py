@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onebit.report import atomic_write_text
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -370,8 +372,6 @@ def from_dict(data: dict, cls: type = RunConfig) -> Any:
 
 
 def save_json(cfg: Any, path: str | Path) -> None:
-    from onebit.report import atomic_write_text
-
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from onebit.checkpoint import load_weights
+from onebit.models.io import load_model
 from onebit.registry import Registry
 
 __all__ = [
@@ -171,8 +173,6 @@ def load_teacher(
 
 
 def _load_model_ref(ref: str | Path) -> nn.Module:
-    from onebit.models.io import load_model
-
     path = Path(ref)
     if not path.is_file():
         return load_model(ref)[0]
@@ -181,8 +181,6 @@ def _load_model_ref(ref: str | Path) -> nn.Module:
     if model is None:
         raise ValueError(f"{path}: a weights file needs a model.json beside it that says how to build the model")
     if path.suffix == ".safetensors":
-        from onebit.train.checkpoint import load_weights
-
         load_weights(model, path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)  # weights_only: never unpickle code

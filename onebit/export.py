@@ -44,12 +44,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from onebit.analysis.complexity import quantized_size_mib
 from onebit.binarize import ApproxSign, Binarizer, Identity, ProgressiveSign, SignIdentitySTE, SignSTE
 from onebit.kernels.pack import pack_bits, packed_length, to_bits, unpack_bits
 from onebit.layers.binary import BinaryMixin
+from onebit.layers.quant import QuantMixin, activation_dims, asym_quantize
+from onebit.models._registry import MODELS
 
 __all__ = [
     "FORMAT",
@@ -215,10 +221,6 @@ def param_mb(model: nn.Module) -> float:
 
 # ------------------------------------------------------------------------------------------------ quantised codes
 def _quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    try:
-        from onebit.quantize import QuantMixin
-    except ImportError:  # a build without post-training quantisation
-        return []
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantMixin) and m.quantizes_weight]
 
 
@@ -321,7 +323,7 @@ def export_packed(model: nn.Module, path: str | Path, *, meta: dict[str, Any] | 
     Returns:
         ``{"path", "bytes", "mib", "param_mb", "ratio", "binary_layers", "quantized_layers", "tensors",
         "header_bytes"}``; ``ratio`` = file MiB / #Param (MB). A quantised model also has ``"quantized_mb"``
-        (:func:`onebit.quantize.quantized_size_mib`) and ``"ratio_quantized"``.
+        (:func:`onebit.analysis.complexity.quantized_size_mib`) and ``"ratio_quantized"``.
 
     Raises:
         ExportError: no ``onebit_spec``, a weight that is not binary at eval (see :func:`binarized_weight`), or
@@ -386,15 +388,12 @@ def export_packed(model: nn.Module, path: str | Path, *, meta: dict[str, Any] | 
         "header_bytes": header + 8,
     }
     if quant_layers:
-        from onebit.quantize import quantized_size_mib
-
         report["quantized_mb"] = quantized_size_mib(model)
         report["ratio_quantized"] = report["mib"] / report["quantized_mb"]
     return report
 
 
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -411,8 +410,6 @@ def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Pat
 
 # ------------------------------------------------------------------------------------------------------ packed load
 def _read_packed(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
-    from safetensors import SafetensorError, safe_open
-
     if not path.is_file():
         raise ExportError(f"{path}: no such packed artefact")
     try:
@@ -496,8 +493,6 @@ def load_packed(path: str | Path) -> nn.Module:
         ExportError: a missing, truncated, foreign or inconsistent file; the message names the file and what is
             missing or wrong.
     """
-    from onebit.models._registry import MODELS
-
     path = Path(path)
     metadata, tensors = _read_packed(path)
     spec = _json_field(path, metadata, "onebit.model")
@@ -575,18 +570,14 @@ def load_packed(path: str | Path) -> nn.Module:
 
 # --------------------------------------------------------------------------------------------------------- ONNX
 def _all_quant_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    try:
-        from onebit.quantize import QuantMixin
-    except ImportError:
-        return []
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantMixin)]
 
 
 class QuantizedInference(nn.Module):
     """Inference form of a layer quantised by :func:`onebit.quantize.quantize_`: its quantised weight as a constant
     and its input quantiser (clip, then min-max quantisation per sample, dynamic or calibrated) as plain tensor ops
-    (``onebit.quantize.asym_quantize``) instead of the straight-through Function; the same values as the layer's eval
-    forward.
+    (``onebit.layers.quant.asym_quantize``) instead of the straight-through Function; the same values as the layer's
+    eval forward.
 
     Args:
         layer: a ``QuantConv2d`` (zero padding) or ``QuantLinear``.
@@ -614,15 +605,11 @@ class QuantizedInference(nn.Module):
             self.dilation, self.groups = layer.dilation, layer.groups
 
     def forward(self, x: Tensor) -> Tensor:
-        import torch.nn.functional as F
-
-        from onebit.quantize import _activation_dims, asym_quantize
-
         if self.quantize_input:
             # the order of the layer's own clip: min with hi, then max with lo
             x = torch.maximum(torch.minimum(x, self.clip_val[1]), self.clip_val[0])
             value_range = None if self.act_range is None else (self.act_range[0], self.act_range[1])
-            x = asym_quantize(x, self.bits, _activation_dims(x), value_range)
+            x = asym_quantize(x, self.bits, activation_dims(x), value_range)
         if self.conv:
             return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         out = F.linear(x, self.weight)

@@ -22,14 +22,14 @@ from onebit.analysis.analyze import (
     ste_bound,
 )
 from onebit.binarize import ApproxSign, Identity, SignSTE
+from onebit.checkpoint import load_weights
 from onebit.cli import main
 from onebit.config import apply_overrides, load_json
 from onebit.data import build_data
+from onebit.models.io import build_model
 from onebit.recipes import get_recipe
 from onebit.report import read_metrics
 from onebit.train import run
-from onebit.train.checkpoint import load_weights
-from onebit.train.recipe import build_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

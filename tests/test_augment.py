@@ -11,10 +11,10 @@ from onebit.augment import (
     cutmix,
     cutmix_box,
     mixup,
-    repeated_order,
     soft_cross_entropy,
 )
-from onebit.data_cifar import CIFAR_MEAN, CIFAR_STD
+from onebit.data import repeated_order
+from onebit.data.cifar import CIFAR_MEAN, CIFAR_STD
 
 
 def _batch(b=6, c=3, s=32, k=10):

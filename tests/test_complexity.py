@@ -126,8 +126,9 @@ def test_report_serialisation_and_table():
 
 
 def test_quantised_layers_count_their_bits_and_qops():
+    from onebit.analysis.complexity import quantized_size_mib
     from onebit.models import create_model
-    from onebit.quantize import QuantConfig, quantize_, quantized_size_mib
+    from onebit.quantize import QuantConfig, quantize_
 
     model = create_model("bnext_tiny").eval()
     before = complexity(model, (3, 64, 64))

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from onebit.data_cifar import CIFAR_MEAN, CIFAR_STD, build_cifar, load_cifar, write_cifar_fixture
-from onebit.data_folder import DataSetError
+from onebit.data import DataSetError
+from onebit.data.cifar import CIFAR_MEAN, CIFAR_STD, build_cifar, load_cifar, write_cifar_fixture
 
 
 def _pickles(folder, names):
@@ -105,7 +105,7 @@ def test_build_cifar_normalises(tmp_path):
 def test_cifar_is_a_registered_data_set(tmp_path):
     from onebit.config import DataConfig
     from onebit.data import build_data
-    from onebit.data_cifar import write_cifar_fixture
+    from onebit.data.cifar import write_cifar_fixture
 
     root = write_cifar_fixture(tmp_path, "cifar10", n_train=20, n_test=10)
     data = build_data(DataConfig(name="cifar10", root=str(root), image_size=32, batch_size=8, eval_batch_size=10))

@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from onebit.config import DataConfig
-from onebit.data import build_data
-from onebit.data_folder import DataSetError
+from onebit.data import DataSetError, build_data
 
 
 def _make(root, classes=("n01", "n02", "n03"), per_class=4, corrupt=True):

@@ -268,10 +268,10 @@ def test_only_rank_zero_writes(ddp_and_single):
 
 
 def _assert_val_is_the_checkpoints(run_dir: Path, args: list[str]) -> None:
+    from onebit.checkpoint import load_weights
     from onebit.data import build_data
-    from onebit.train.checkpoint import load_weights
+    from onebit.models.io import build_model
     from onebit.train.loop import evaluate
-    from onebit.train.recipe import build_model
 
     cfg = apply_overrides(get_recipe("adambnn_digits", smoke=True), args)
     model = build_model(cfg)

@@ -247,7 +247,7 @@ def test_inconsistent_files_say_what_is_wrong(tmp_path, artefact):
 
 
 def test_export_is_atomic(tmp_path, artefact, monkeypatch):
-    import safetensors.torch
+    import onebit.export
 
     out = tmp_path / "m.safetensors"
     out.write_bytes(artefact.read_bytes())
@@ -255,7 +255,7 @@ def test_export_is_atomic(tmp_path, artefact, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    monkeypatch.setattr(onebit.export, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         export_packed(trained_like(create_model("reactnet_digits", width=8)), out)
     assert out.read_bytes() == artefact.read_bytes()
@@ -270,9 +270,9 @@ def test_model_without_spec_is_refused(tmp_path):
 
 
 def test_cli_exports_a_run_directory(tmp_path, capsys):
+    from onebit.checkpoint import save_checkpoint
     from onebit.config import ModelConfig, RunConfig, save_json
     from onebit.models.io import load_model
-    from onebit.train.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     run = tmp_path / "run"

@@ -255,7 +255,7 @@ def _processor(kind: str) -> torch.nn.Module:
 @pytest.mark.parametrize("kind", ["rcp1", "rcp3_s2", "rcp_plain", "elm", "elm_s2", "elm_plain", "elm_down"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_bnext_processor_equals_float(kind, backend):
-    from onebit.kernels.engine import FusedBNextProcessor
+    from onebit.kernels.fuse import FusedBNextProcessor
 
     torch.manual_seed(0)
     proc = _processor(kind).eval()
@@ -394,7 +394,7 @@ def test_elm_residual_kernel(stride, h, w):
 
 def test_folded_bnext_stem():
     """pack_ folds the BNext stem's BN into its conv: channels_last output equal to the float stem."""
-    from onebit.kernels.engine import FoldedConvBN
+    from onebit.kernels.fuse import FoldedConvBN
     from onebit.models.bnext import BNextStem
 
     torch.manual_seed(0)

@@ -14,7 +14,8 @@ from test_kernels import _check_packed_model, _randomize_, _ref_dot, _small, con
 
 from onebit.binarize import set_temperature
 from onebit.kernels import pack_
-from onebit.kernels.engine import FusedReActBlock, PackedConv2d
+from onebit.kernels.engine import PackedConv2d
+from onebit.kernels.fuse import FusedReActBlock
 from onebit.kernels.ops import ConvEpilogue, _bits_to_words, binary_conv, pack_activations, pack_weight, resolve_backend
 from onebit.models import create_model
 

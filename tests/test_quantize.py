@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onebit.analysis.complexity import quantized_size_mib
 from onebit.cli import main
 from onebit.config import DataConfig
 from onebit.data import build_data, load_digits_tensors
@@ -30,7 +31,6 @@ from onebit.quantize import (
     finetune,
     quant_layers,
     quantize_,
-    quantized_size_mib,
 )
 from onebit.train.loop import evaluate
 
@@ -556,8 +556,8 @@ def test_quantize_command(trained, tmp_path, capsys):
 
 def test_quantize_command_on_a_run_directory(trained, tmp_path, capsys):
     """A run directory: the model of its last checkpoint and the data of its config.json (here 64 val images)."""
+    from onebit.checkpoint import save_weights
     from onebit.config import ModelConfig, RunConfig, save_json
-    from onebit.train.checkpoint import save_weights
 
     run = tmp_path / "run"
     cfg = RunConfig(

@@ -11,8 +11,9 @@ from onebit.cli import main
 from onebit.distill import count_params, load_teacher
 from onebit.layers import binary_layers
 from onebit.models import create_model
+from onebit.models.small import float_resnet_digits
 from onebit.studies import STUDIES, run_study
-from onebit.studies_kd_aug import AUG_VARIANTS, KD_VARIANTS, TEACHERS, float_resnet_digits
+from onebit.studies.kd_aug import AUG_VARIANTS, KD_VARIANTS, TEACHERS
 
 # 32 training images at batch 64: one step per epoch, so the whole module stays within a few seconds per study
 TINY = ["data.limit_train=32", "data.limit_val=32", "track_flips=false", "track_dynamics=false"]
@@ -133,7 +134,7 @@ def test_kd_aug_module_imports_on_its_own():
     import sys
 
     code = (
-        "import onebit.studies_kd_aug; from onebit.studies import STUDIES; "
+        "import onebit.studies.kd_aug; from onebit.studies import STUDIES; "
         "assert {'kd', 'augmentation'} <= set(STUDIES)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -10,13 +10,13 @@ from run_helpers import identical, train_cli, wait_for_step
 from safetensors.torch import load_file
 from torch import nn
 
+from onebit.checkpoint import find_checkpoint
 from onebit.config import apply_overrides
 from onebit.models import register_model
 from onebit.models._registry import MODELS
 from onebit.recipes import get_recipe
 from onebit.report import read_metrics
 from onebit.train import RunDirError, TrainingDiverged, run
-from onebit.train.checkpoint import find_checkpoint
 
 # Tiny, fast and with enough steps per stage to kill a run in the middle of one.
 TINY = ["data.limit_train=192", "data.limit_val=64", "data.batch_size=32", "stages.*.epochs=3", "threads=1"]

@@ -12,7 +12,7 @@ from run_helpers import identical, train_cli, wait_for_step
 from safetensors.torch import load_file
 
 from onebit.config import apply_overrides
-from onebit.data_cifar import write_cifar_fixture
+from onebit.data.cifar import write_cifar_fixture
 from onebit.recipes import get_recipe
 from onebit.report import read_metrics
 from onebit.train import run

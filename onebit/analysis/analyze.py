@@ -48,8 +48,11 @@ from onebit.analysis.analyze_figures import (
     _saturation_figure,
     _update_cam_figure,
 )
+from onebit.checkpoint import RunDir, find_checkpoint, load_weights
+from onebit.data import build_data
 from onebit.layers import BinaryConv2d, binary_layers, set_binarization
 from onebit.metrics.dynamics import cam, saturation_bound, saturation_share, sdam
+from onebit.models.io import build_model
 from onebit.report import atomic_write_text, read_metrics
 
 __all__ = [
@@ -258,8 +261,6 @@ class _Stage:
 
 def _epoch_checkpoint(ckpt_dir: Path, tag: str) -> tuple[Path, int] | None:
     """The earliest ``<tag>_epoch<k>`` checkpoint of a stage (k = 1 by default in the runner)."""
-    from onebit.train.checkpoint import find_checkpoint
-
     found = []
     if ckpt_dir.is_dir():
         for p in ckpt_dir.iterdir():
@@ -274,8 +275,6 @@ def _epoch_checkpoint(ckpt_dir: Path, tag: str) -> tuple[Path, int] | None:
 
 
 def _load_stages(run_dir: Path, cfg: Any, records: list[dict[str, Any]]) -> list[_Stage]:
-    from onebit.train.checkpoint import find_checkpoint
-
     stages = [_Stage(i, s.name, s) for i, s in enumerate(cfg.stages)]
     for r in records:
         i = r.get("stage_index", r.get("index"))
@@ -285,7 +284,7 @@ def _load_stages(run_dir: Path, cfg: Any, records: list[dict[str, Any]]) -> list
             stages[i].epochs.append(r)
         elif r.get("type") == "stage":
             stages[i].record = r
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = RunDir(run_dir).checkpoints
     for s in stages:
         tag = f"stage{s.index + 1}_{s.name}"
         s.final_ckpt = find_checkpoint(ckpt_dir, tag)
@@ -297,8 +296,6 @@ def _load_stages(run_dir: Path, cfg: Any, records: list[dict[str, Any]]) -> list
 
 
 def _load_into(model: nn.Module, stage: _Stage, ckpt: Path) -> nn.Module:
-    from onebit.train.checkpoint import load_weights
-
     load_weights(model, ckpt / "model.safetensors", strict=True)
     # binarization switches are attributes, not tensors: a checkpoint does not carry them, the stage config does
     set_binarization(model, activations=stage.cfg.binarize_activations, weights=stage.cfg.binarize_weights)
@@ -310,11 +307,9 @@ class _Analysis:
     """State of one ``analyze_run`` call, kept out of the function so each figure stays a short method."""
 
     def __init__(self, run_dir: Path, out_dir: Path, samples: int, console: Console, log_y: bool) -> None:
-        from onebit.config import load_json
-
         self.run_dir, self.out_dir, self.samples, self.console, self.log_y = run_dir, out_dir, samples, console, log_y
-        self.cfg = load_json(run_dir / "config.json")
-        self.records = read_metrics(run_dir / "metrics.jsonl")
+        self.cfg = RunDir(run_dir).read_config()
+        self.records = read_metrics(RunDir(run_dir).metrics)
         self.stages = _load_stages(run_dir, self.cfg, self.records)
         self.figures: dict[str, str] = {}
         self.skipped: list[str] = []
@@ -333,16 +328,12 @@ class _Analysis:
 
     def model(self) -> nn.Module:
         if self._model is None:
-            from onebit.train.recipe import build_model
-
             self._model = build_model(self.cfg)
         return self._model
 
     def images(self) -> Tensor | None:
         """The validation samples, or ``None`` when the data set cannot be built here (a copied run directory)."""
         if self._images is None and self._data_error is None:
-            from onebit.data import build_data
-
             try:
                 self._images = _val_images(build_data(self.cfg.data, self.cfg.seed), self.samples)
             except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -33,7 +33,7 @@ from torch import nn
 
 from onebit.layers.binary import BinaryMixin
 
-__all__ = ["ComplexityReport", "LayerComplexity", "complexity", "format_table", "parameter_bits"]
+__all__ = ["ComplexityReport", "LayerComplexity", "complexity", "format_table", "parameter_bits", "quantized_size_mib"]
 
 _MAC_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -287,3 +287,18 @@ def format_table(report: ComplexityReport, per_layer: bool = False, title: str |
         f"BOPs {report.bops:.4g} / FLOPs {report.flops:.4g} / OPs {report.ops:.4g}",
     )
     return table
+
+
+def quantized_size_mib(model: nn.Module) -> float:
+    """#Param (MB) in the papers' convention (spec §6.1) with quantised weights at their bit width.
+
+    Binary latent weights count 1 bit, the weights of quantised layers their weight bits, every other parameter
+    (biases, BN affine, PReLU, shifts, λ) 32 bits; buffers (BN statistics, clip values) and the per-group
+    min/max/scale of the codes are not counted. Mebibytes (2^20 bytes).
+    """
+    owners = dict(model.named_modules())
+    total = 0
+    for name, p in model.named_parameters():
+        owner, _, leaf = name.rpartition(".")
+        total += p.numel() * parameter_bits(owners[owner], leaf)
+    return total / 8 / 2**20

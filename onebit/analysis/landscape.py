@@ -33,6 +33,11 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import Tensor, nn
 
+from onebit.checkpoint import RunDir, load_weights
+from onebit.layers import set_binarization
+from onebit.models import create_model
+from onebit.report import atomic_write_text
+
 __all__ = [
     "Landscape",
     "default_loss",
@@ -386,19 +391,14 @@ def load_run_stage(run_dir: str | Path, stage: str | None = None) -> tuple[nn.Mo
         ``(model, cfg, info)``: the model with that checkpoint's weights and the stage's ``binarize_activations`` /
         ``binarize_weights`` switches, the run's ``RunConfig``, and ``info`` (stage name, index, checkpoint path).
     """
-    from onebit.config import load_json
-    from onebit.layers import set_binarization
-    from onebit.models import create_model
-    from onebit.train.checkpoint import find_checkpoint, load_weights
-
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
+    rd = RunDir(run_dir)
+    if not rd.has_config():
         raise LandscapeError(f"{run_dir}: not a run directory (no config.json)")
-    cfg = load_json(run_dir / "config.json")
+    cfg = rd.read_config()
     tags = [f"stage{i + 1}_{s.name}" for i, s in enumerate(cfg.stages)]
-    ckpt_dir = run_dir / "checkpoints"
     if stage is None:
-        done = [i for i, t in enumerate(tags) if find_checkpoint(ckpt_dir, t) is not None]
+        done = [i for i, t in enumerate(tags) if rd.checkpoint(t) is not None]
         if not done:
             raise LandscapeError(f"{run_dir}: no stage has finished yet (no checkpoints/stage<i>_<name>)")
         index = done[-1]
@@ -408,7 +408,7 @@ def load_run_stage(run_dir: str | Path, stage: str | None = None) -> tuple[nn.Mo
             names = ", ".join(f"{s.name} ({t})" for t, s in zip(tags, cfg.stages))
             raise LandscapeError(f"{run_dir}: no stage {stage!r}; stages: {names}")
         index = matches[-1]
-    ck = find_checkpoint(ckpt_dir, tags[index])
+    ck = rd.checkpoint(tags[index])
     if ck is None:
         raise LandscapeError(f"{run_dir}: stage {cfg.stages[index].name!r} has no checkpoint ({tags[index]})")
     model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
@@ -431,8 +431,6 @@ def load_run_stage(run_dir: str | Path, stage: str | None = None) -> tuple[nn.Mo
 def save_landscape(result: Landscape, out_dir: str | Path, stem: str | None = None) -> list[Path]:
     """Write ``<stem>.json`` (grid + info) and ``<stem>.npz`` (alphas, betas, loss, acc); stem default
     ``landscape_1d`` / ``landscape_2d``. Returns the two paths."""
-    from onebit.report import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = stem or f"landscape_{result.ndim}d"

@@ -34,6 +34,8 @@ from typing import Any
 
 import torch
 
+from onebit.report import atomic_write_text
+
 __all__ = [
     "ToyConfig",
     "ToyResult",
@@ -195,8 +197,6 @@ def toy_experiment(cfg: ToyConfig | None = None) -> ToyResult:
 
 def save_toy(result: ToyResult, out_dir: str | Path) -> Path:
     """Write ``toy_landscape.json`` (the numbers plus the gradient sequence and both paths) to ``out_dir``."""
-    from onebit.report import atomic_write_text
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = {

@@ -11,8 +11,8 @@ __all__ = ["add_parser"]
 
 def _cmd_analyze(args: argparse.Namespace, console: Console) -> int:
     from onebit.analysis.analyze import analyze_run
+    from onebit.checkpoint import CheckpointError
     from onebit.config import ConfigError
-    from onebit.train.checkpoint import CheckpointError
 
     if args.samples < 1:
         console.print("[red]error:[/] --samples must be at least 1")

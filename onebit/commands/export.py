@@ -78,9 +78,9 @@ def _onnx(args: argparse.Namespace, model, info: dict, console: Console) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from onebit.checkpoint import CheckpointError
     from onebit.export import ExportError
     from onebit.models.io import ModelLoadError, load_model
-    from onebit.train.checkpoint import CheckpointError
 
     try:
         model, info = load_model(args.model)

@@ -53,8 +53,8 @@ def _cmd(args: argparse.Namespace, console: Console) -> int:
         plot_landscape,
         save_landscape,
     )
+    from onebit.checkpoint import CheckpointError
     from onebit.models.io import ModelLoadError
-    from onebit.train.checkpoint import CheckpointError
 
     try:
         model, batches, info, out = _load(args, console)

@@ -82,7 +82,8 @@ def quantize_model(
 
     from onebit.data import build_data
     from onebit.models.io import load_model, save_model_dir
-    from onebit.quantize import QuantConfig, calibrate, finetune, quantize_, quantized_size_mib
+    from onebit.analysis.complexity import quantized_size_mib
+    from onebit.quantize import QuantConfig, calibrate, finetune, quantize_
     from onebit.report import atomic_write_text
     from onebit.train.loop import evaluate
 
@@ -152,9 +153,9 @@ def quantize_model(
 
 
 def _cmd_quantize(args: argparse.Namespace, console: Console) -> int:
+    from onebit.checkpoint import CheckpointError
     from onebit.config import ConfigError
     from onebit.models.io import ModelLoadError
-    from onebit.train.checkpoint import CheckpointError
 
     try:
         quantize_model(

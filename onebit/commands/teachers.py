@@ -54,9 +54,9 @@ def _measure_accuracy(model, info: dict, data: str, samples: int) -> float:
 def _cmd_rank(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
+    from onebit.checkpoint import CheckpointError
     from onebit.distill import count_params, rank_teachers
     from onebit.models.io import ModelLoadError, load_model
-    from onebit.train.checkpoint import CheckpointError
 
     try:
         acc = _parse_acc(args.acc or [])

@@ -1,8 +1,9 @@
 """Loading the compiled packed-convolution library (``onebit/kernels/_bitconv*.so``) with ctypes.
 
-The library is plain C with a C ABI (``csrc/bitconv.c``), built by ``pip install -e .`` / ``pip install .`` through
-``setup.py`` as an optional extension: a machine without a compiler still installs, and :func:`load` then returns
-``None`` with the reason kept for :func:`backend_info` (the pure-torch reference path runs instead).
+The library is plain C with a C ABI (``csrc/*.c``, shared header ``csrc/bitconv.h``), built by ``pip install -e .``
+/ ``pip install .`` through ``setup.py`` as an optional extension: a machine without a compiler still installs, and
+:func:`load` then returns ``None`` with the reason kept for :func:`backend_info` (the pure-torch reference path runs
+instead).
 ``ONEBIT_KERNELS=torch`` forces the reference path; ``ONEBIT_KERNEL_ISA=portable|popcnt|avx2|avx512`` caps the ISA.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 __all__ = ["ISA_NAMES", "ConvArgs", "backend_info", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
-_ABI = 4  # ob_abi_version() of the csrc/bitconv.c this module binds
+_ABI = 4  # ob_abi_version() (csrc/isa.c) of the library this module binds
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
 
 _p = ctypes.c_void_p
@@ -24,7 +25,7 @@ _i = ctypes.c_int32
 
 
 class ConvArgs(ctypes.Structure):
-    """Mirror of ``ob_conv_args`` in ``csrc/bitconv.c`` (field order and types must match)."""
+    """Mirror of ``ob_conv_args`` in ``csrc/bitconv.h`` (field order and types must match)."""
 
     _fields_ = [
         ("x", _p),

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import ProgressiveSign, set_temperature
+from onebit.kernels import pack_
 from onebit.kernels._native import backend_info
-from onebit.kernels.engine import pack_
 from onebit.layers.binary import BinaryConv2d
 
 __all__ = ["SignConv2d", "bench_model", "bf16_available", "fast_float_model"]

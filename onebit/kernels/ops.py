@@ -1,6 +1,6 @@
 """Packed binary ops: sign + pack of activations, packed weights, XOR-popcount convolution with a fused epilogue.
 
-Every op has two implementations that give identical results: the compiled kernel (``csrc/bitconv.c`` through
+Every op has two implementations that give identical results: the compiled kernel (``csrc/*.c`` through
 :mod:`onebit.kernels._native`) and a pure-torch reference that computes the same thing with exact integer
 arithmetic (XOR of int64 words, SWAR popcount) and the same float32 epilogue, operation by operation. The reference
 runs when no compiled kernel loads, when ``ONEBIT_KERNELS=torch`` is set, or when ``backend="torch"`` is asked for.

@@ -1,4 +1,5 @@
-"""Model rewrites: ``binarize_`` swaps float layers for binary ones; ``set_binarization`` flips stage switches."""
+"""Model rewrites: ``binarize_`` swaps float layers for binary ones; ``set_binarization`` flips stage switches;
+``set_training_path`` picks how binary layers train."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from torch import nn
 
 from onebit.binarize import BINARIZERS
 from onebit.layers.binary import BinaryConv2d, BinaryLinear, BinaryMixin, _copy_float_
+from onebit.layers.fused import TRAINING_PATHS
 
-__all__ = ["BinarizeConfig", "binarize_", "binary_layers", "set_binarization"]
+__all__ = ["BinarizeConfig", "binarize_", "binary_layers", "set_binarization", "set_training_path"]
 
 
 @dataclass
@@ -125,3 +127,21 @@ def binarize_(model: nn.Module, cfg: BinarizeConfig | None = None) -> dict:
         setattr(parent, child, new)
         report["binarized"].append(name)
     return report
+
+
+def set_training_path(model: nn.Module, path: str) -> int:
+    """Set ``training_path`` (``"lean"``, ``"module"`` or ``"reference"``) on every binary layer; returns the count.
+
+    ``"lean"`` (the default of new layers) computes the same forward as ``"module"`` (the binarizer modules), bit
+    for bit, and saves int8 signs; ``"reference"`` computes what the official code computes, the way it computes
+    it (the baseline of ``benchmarks/train_step.py``; its weights may differ in the last bit, see
+    ``onebit.binarize``).
+    """
+    if path not in TRAINING_PATHS:
+        raise ValueError(f"training path must be one of {TRAINING_PATHS}, got {path!r}")
+    n = 0
+    for m in model.modules():
+        if isinstance(m, BinaryMixin):
+            m.training_path = path
+            n += 1
+    return n

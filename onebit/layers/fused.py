@@ -62,7 +62,6 @@ __all__ = [
     "LeanSpec",
     "lean_binary_conv2d",
     "lean_spec",
-    "set_training_path",
     "shift_and_conv",
 ]
 
@@ -272,23 +271,3 @@ def shift_and_conv(conv: nn.Module, shift: nn.Module | None, x: Tensor) -> Tenso
     ):
         return conv(x, shift=shift.bias)
     return conv(shift(x))
-
-
-def set_training_path(model: nn.Module, path: str) -> int:
-    """Set ``training_path`` (``"lean"``, ``"module"`` or ``"reference"``) on every binary layer; returns the count.
-
-    ``"lean"`` (the default of new layers) computes the same forward as ``"module"`` (the binarizer modules), bit
-    for bit, and saves int8 signs; ``"reference"`` computes what the official code computes, the way it computes
-    it (the baseline of ``benchmarks/train_step.py``; its weights may differ in the last bit, see
-    ``onebit.binarize``).
-    """
-    if path not in TRAINING_PATHS:
-        raise ValueError(f"training path must be one of {TRAINING_PATHS}, got {path!r}")
-    from onebit.layers.binary import BinaryMixin
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, BinaryMixin):
-            m.training_path = path
-            n += 1
-    return n

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from onebit.binarize import ApproxSign, SignSTE
+from onebit.layers import binary_layers
 
 __all__ = [
     "DynamicsTracker",
@@ -119,8 +120,6 @@ class DynamicsTracker:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        from onebit.layers import binary_layers
-
         self.layers: dict[str, nn.Module] = dict(binary_layers(model))
         if not self.layers:
             raise ValueError("DynamicsTracker needs a model with at least one binary layer")

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from onebit.layers import binary_layers
+
 __all__ = ["FlipTracker", "c2i_ratio", "flip_count", "ff_ratio", "signs_int8"]
 
 
@@ -134,6 +136,4 @@ class FlipTracker:
 
 def binary_latent_weights(model: nn.Module) -> dict[str, Tensor]:
     """``{layer name: latent weight}`` of every binary conv/linear layer (whatever its current stage switches)."""
-    from onebit.layers import binary_layers
-
     return {name: m.weight for name, m in binary_layers(model)}

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import HardSign, ProgressiveSign
-from onebit.layers import BinaryConv2d, LearnableBias, shift_and_conv
+from onebit.layers import BinaryConv2d, LearnableBias, SqueezeExpand, shift_and_conv
 from onebit.models._registry import register_model
 from onebit.models.official import OfficialLayout, register_layout
 
@@ -139,26 +139,6 @@ def bnext_binary_conv(
         # nn.Conv2d's Kaiming-uniform default.
         conv.weight.normal_().mul_(1e-3)
     return conv
-
-
-class SqueezeExpand(nn.Module):
-    """Real-valued SE gate of Info-RCP: sigmoid(conv(relu(conv(GAP(x))))), C -> C/ratio -> C, both convs with bias.
-
-    The layers sit in ``se`` at indices 1 and 3 (0 = pooling, 2 = ReLU) as in the official ``SqueezeAndExpand``.
-    """
-
-    def __init__(self, channels: int, ratio: int = 8) -> None:
-        super().__init__()
-        hidden = channels // ratio
-        self.se = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(channels, hidden, kernel_size=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, kernel_size=1),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.se(x))
 
 
 class _Processor(nn.Module):

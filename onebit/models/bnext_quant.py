@@ -1,18 +1,18 @@
 """Quantised BNext (``hpi-xnor/BNext`` ``src/bnext_quant.py``, spec ``official-models.md`` §2.6) and the generic
-``quantized`` entrypoint that rebuilds any model rewritten by :func:`onebit.quantize.quantize_`.
+``quantized`` entrypoint that rebuilds any model rewritten by :func:`onebit.layers.quant.quantize_`.
 
 ``bnext_quant.py``'s ``BNext(num_classes, size, quant=True, se_bits)`` is BNext-T/S/M/L with
 
 * the stem conv quantised W8 (its 3-channel 8-bit image input is not quantised),
 * both SE convs of every processor quantised W = A = ``se_bits`` (default 32: left in float; the paper's W4/A8 SE
-  setting is *not* expressible there, one argument sets both — :func:`onebit.quantize.quantize_` can),
+  setting is *not* expressible there, one argument sets both — :func:`onebit.layers.quant.quantize_` can),
 * the classifier W8/A8 with clip 25 (its inputs clipped to ±25),
 * the recoupling weight λ clamped to [0, 1] in training only, in every processor (``bnext.py`` also clamps it in
   eval in the 1x1 processors),
 * an unused scalar parameter ``fc.scale`` (0.0) and the clip buffers in the state dict.
 
-Here that is :class:`~onebit.models.bnext.BNext` rewritten by :func:`~onebit.quantize.quantize_` with
-:func:`official_quant_config`, so the quantisers are the library's (documented in ``onebit.quantize``) and the state
+Here that is :class:`~onebit.models.bnext.BNext` rewritten by :func:`~onebit.layers.quant.quantize_` with
+:func:`official_quant_config`, so the quantisers are the library's (documented in ``onebit.layers.quant``) and the state
 dict has the official keys; ``load_official("bnext_tiny_quant", sd, se_bits=8)`` imports the released layout.
 
 All quantised convs use the official ``QuantizeConv`` behaviour for 32-bit weights (``quantize_w32``): they still
@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from onebit.layers.quant import QuantConfig, QuantConv2d, quantize_
 from onebit.models._registry import MODELS, register_model
 from onebit.models.bnext import (
     BNEXT_CHANNELS,
@@ -50,7 +51,6 @@ from onebit.models.bnext import (
     official_key_map,
 )
 from onebit.models.official import OfficialLayout, register_layout
-from onebit.quantize import QuantConfig, QuantConv2d, quantize_
 
 __all__ = [
     "bnext18_quant_config",
@@ -189,7 +189,7 @@ def bnext_large_quant(num_classes: int = 1000, se_bits: int = 32, quant: bool = 
 
 @register_model
 def quantized(base: dict, quant: dict, num_classes: int | None = None) -> nn.Module:
-    """A registered model rewritten by :func:`~onebit.quantize.quantize_` (what ``quantize_`` records in
+    """A registered model rewritten by :func:`~onebit.layers.quant.quantize_` (what ``quantize_`` records in
     ``onebit_spec``, so that ``save_model_dir``/``load_model`` rebuild quantised models).
 
     Lives with the model zoo because entrypoints must be registered whenever ``onebit.models`` is imported, and

@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
+from onebit.checkpoint import RunDir, load_weights, save_weights
+from onebit.config import RunConfig
+from onebit.layers import set_binarization, set_training_path
 from onebit.models._registry import MODELS, create_model
 from onebit.report import atomic_write_text
 
-__all__ = ["ModelLoadError", "input_channels", "load_model", "save_model_dir"]
+__all__ = ["ModelLoadError", "build_model", "input_channels", "load_model", "save_model_dir"]
 
 
 class ModelLoadError(ValueError):
@@ -20,8 +24,6 @@ class ModelLoadError(ValueError):
 
 def save_model_dir(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``model.json`` (how to rebuild it: ``model.onebit_spec``) to ``out_dir``."""
-    from onebit.train.checkpoint import save_weights
-
     spec = getattr(model, "onebit_spec", None)
     if spec is None:
         raise ModelLoadError("the model was not built by a registered entrypoint (no onebit_spec); cannot save it")
@@ -36,9 +38,6 @@ def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Build a model from a registered name, a model directory (``model.json`` + ``model.safetensors``) or a run
     directory (``config.json`` + ``checkpoints/``; the latest checkpoint's weights). Returns ``(model, info)`` where
     ``info`` may hold ``input_size`` (C, H, W) when the source knows it."""
-    from onebit.config import load_json
-    from onebit.train.checkpoint import find_checkpoint, load_weights
-
     path = Path(ref)
     if path.is_dir():
         if (path / "model.json").exists():
@@ -46,10 +45,11 @@ def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
             model = MODELS.get(spec["name"])(**spec.get("kwargs", {}))
             load_weights(model, path / "model.safetensors")
             return model, {k: v for k, v in spec.items() if k not in ("name", "kwargs")}
-        if (path / "config.json").exists():
-            cfg = load_json(path / "config.json")
+        run = RunDir(path)
+        if run.has_config():
+            cfg = run.read_config()
             model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
-            ck = find_checkpoint(path / "checkpoints", "last")
+            ck = run.checkpoint("last")
             if ck is None:
                 raise ModelLoadError(f"{path}: run directory without a checkpoint yet")
             load_weights(model, ck / "model.safetensors")
@@ -64,6 +64,15 @@ def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return entry(), {}
 
 
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The model of a run config with its training path and memory format (not yet on the device)."""
+    model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
+    set_training_path(model, cfg.training_path)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def input_channels(model: nn.Module) -> int:
     """Input channels of the model's first convolution (3 when it has none)."""
     for m in model.modules():
@@ -75,8 +84,6 @@ def input_channels(model: nn.Module) -> int:
 def _apply_stage_binarization(model: nn.Module, cfg, ckpt: Path) -> None:
     """What the binary layers binarize is a stage setting, not a weight: restore the one of the checkpoint's stage
     (e.g. a float teacher trained with both switches off must not come back binarized)."""
-    from onebit.layers import set_binarization
-
     try:
         index = int(json.loads((ckpt / "meta.json").read_text()).get("stage_index", len(cfg.stages) - 1))
     except (OSError, ValueError):

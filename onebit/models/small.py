@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from torch import nn
+
+from onebit.layers import set_binarization
 from onebit.models._registry import register_model
 from onebit.models.bnext import BNext, BNext18
 from onebit.models.resnet import BINARY_RESNET18, BIREALNET18, REACTNET_RESNET18, STRONG_BASELINE, BinaryResNet
 
-__all__ = ["bnext_digits", "bnext18_digits", "resnet_digits"]
+__all__ = ["bnext18_digits", "bnext_digits", "float_resnet_digits", "resnet_digits"]
 
 _RESNETS = {
     "binary_resnet18": BINARY_RESNET18,
@@ -56,3 +59,19 @@ def bnext_digits(
 def bnext18_digits(num_classes: int = 10, width: int = 8, in_chans: int = 1) -> BNext18:
     """BNext-18 (ELM-Attention in every block) with stage widths w, 2w, 4w, 8w and the small stem."""
     return BNext18(num_classes, in_chans=in_chans, small_stem=True, widths=(width, 2 * width, 4 * width, 8 * width))
+
+
+@register_model
+def float_resnet_digits(
+    num_classes: int = 10, family: str = "strong_baseline", width: int = 8, in_chans: int = 1
+) -> nn.Module:
+    """:func:`resnet_digits` with binarization switched off: a real-valued teacher.
+
+    The default ``strong_baseline`` family keeps a PReLU in every block, so the float network is non-linear (the
+    plain ``binary_resnet18`` blocks have no activation besides the sign and would collapse to a linear map). A run
+    or model directory of this entrypoint loads as a float model, which the binary entrypoints cannot express: the
+    binarization switches are attributes, not weights, so a run directory alone would rebuild the model binarized.
+    """
+    model = resnet_digits(num_classes, family=family, width=width, in_chans=in_chans)
+    set_binarization(model, activations=False, weights=False)
+    return model

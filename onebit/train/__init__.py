@@ -1,6 +1,6 @@
 """Training: plain loop functions, tasks, optimizers by role, schedules, checkpoints, the stage runner."""
 
-from onebit.train.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
+from onebit.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint, save_weights
 from onebit.train.distributed import (
     CpuSyncBatchNorm,
     World,

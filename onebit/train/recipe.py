@@ -1,13 +1,5 @@
-"""Run a multi-stage recipe: one function, a list of stages, one run directory.
-
-Run directory::
-
-    config.json       the full RunConfig, written first (an exact re-run is `onebit train --resume DIR`)
-    run.json          status: running | interrupted | diverged | completed
-    metrics.jsonl     step / epoch / stage records (loss, accuracy, lr, ff_ratio, c2i, per-layer FF)
-    checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage)
-    summary.json, summary.md, plots/*.png
-    tensorboard/      event files mirroring metrics.jsonl (``tensorboard=true``)
+"""Run a multi-stage recipe: one function, a list of stages, one run directory (its files:
+:class:`onebit.checkpoint.RunDir`).
 
 Under ``torchrun`` (see :mod:`onebit.train.distributed`) every process trains the student wrapped in
 DistributedDataParallel on its share of each global batch; the metrics are reduced over all ranks and only rank 0
@@ -34,24 +26,26 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from onebit.analysis.complexity import complexity
+from onebit.analysis.plots import plot_run
+from onebit.augment import build_train_augment
 from onebit.binarize import set_temperature
-from onebit.config import ConfigError, RunConfig, StageConfig, load_json, save_json
+from onebit.checkpoint import RUN_FORMAT, RunDir, load_checkpoint, load_weights, save_checkpoint
+from onebit.config import ConfigError, RunConfig, StageConfig, save_json
 from onebit.data import DataBundle, build_data
-from onebit.layers import binary_layers, set_binarization
-from onebit.layers.fused import TRAINING_PATHS, set_training_path
+from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
+from onebit.layers import TRAINING_PATHS, binary_layers, set_binarization
 from onebit.metrics import FlipTracker, signs_int8
 from onebit.metrics.dynamics import DynamicsTracker
-from onebit.models import create_model
-from onebit.report import MetricsWriter, TensorBoardMirror, atomic_write_text, read_metrics, write_summary
+from onebit.models.io import build_model
+from onebit.report import MetricsWriter, TensorBoardMirror, read_metrics, write_summary
 from onebit.train import distributed as dist_utils
-from onebit.train.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from onebit.train.distributed import World, broadcast_object, convert_sync_batchnorm, init_distributed
 from onebit.train.loop import AMP_MODES, EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
 from onebit.train.optim import build_optimizer
 from onebit.train.schedules import set_lr
 from onebit.train.tasks import ClassificationTask
 
-__all__ = ["RunDirError", "RunInterrupted", "RunResult", "TrainingDiverged", "build_model", "run"]
+__all__ = ["RunDirError", "RunInterrupted", "RunResult", "TrainingDiverged", "run"]
 
 
 class RunDirError(ValueError):
@@ -71,15 +65,6 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     model: nn.Module
-
-
-def build_model(cfg: RunConfig) -> nn.Module:
-    """The run's model with its training path and memory format (not yet on the device)."""
-    model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
-    set_training_path(model, cfg.training_path)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 class _InterruptFlag:
@@ -113,26 +98,26 @@ def _stage_label(s: StageConfig) -> str:
 
 def _read_resume(resume: str | Path) -> RunConfig:
     """The config of the run directory ``resume`` (read-only, so every rank may call it)."""
-    run_dir = Path(resume)
-    if not run_dir.is_dir():
-        raise RunDirError(f"cannot resume {run_dir}: no such directory")
-    if not (run_dir / "config.json").exists() or not (run_dir / "run.json").exists():
-        raise RunDirError(f"cannot resume {run_dir}: not a onebit run directory (config.json/run.json missing)")
+    rd = RunDir(resume)
+    if not rd.path.is_dir():
+        raise RunDirError(f"cannot resume {rd}: no such directory")
+    if not rd.is_run():
+        raise RunDirError(f"cannot resume {rd}: not a onebit run directory (config.json/run.json missing)")
     try:
-        info = json.loads((run_dir / "run.json").read_text())
+        info = json.loads(rd.status_file.read_text())
     except json.JSONDecodeError as e:
-        raise RunDirError(f"cannot resume {run_dir}: run.json is corrupt ({e})") from None
-    if info.get("format") != "onebit-run":
-        raise RunDirError(f"cannot resume {run_dir}: run.json is not a onebit run record")
-    return load_json(run_dir / "config.json")
+        raise RunDirError(f"cannot resume {rd}: run.json is corrupt ({e})") from None
+    if info.get("format") != RUN_FORMAT:
+        raise RunDirError(f"cannot resume {rd}: run.json is not a onebit run record")
+    return rd.read_config()
 
 
 def _new_run_dir(cfg: RunConfig, out_dir: str | Path | None) -> Path:
     run_dir = Path(out_dir) if out_dir else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and (run_dir / "config.json").exists():
+    if RunDir(run_dir).has_config():
         raise RunDirError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, run_dir / "config.json")
+    save_json(cfg, RunDir(run_dir).config)
     return run_dir
 
 
@@ -174,7 +159,7 @@ def _load_resume_point(run_dir: Path, model: nn.Module, metrics: MetricsWriter, 
         ``(state or None, purge_step)``: the training state (``None``: no checkpoint yet, start over) and the first
         global step TensorBoard must forget.
     """
-    last = find_checkpoint(run_dir / "checkpoints", "last")
+    last = RunDir(run_dir).checkpoint("last")
     if last is None:
         if world.is_main:
             metrics.truncate_after(-1, keep_stage_records=False)
@@ -192,7 +177,7 @@ def _load_resume_point(run_dir: Path, model: nn.Module, metrics: MetricsWriter, 
 
 
 def _status(run_dir: Path, status: str, **extra: Any) -> None:
-    atomic_write_text(run_dir / "run.json", json.dumps({"format": "onebit-run", "status": status, **extra}) + "\n")
+    RunDir(run_dir).write_status(status, **extra)
 
 
 def run(
@@ -245,15 +230,14 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     run_ref = {k: signs_int8(m.weight) for k, m in _binary(model)}  # C2I reference of the whole run
 
     state: dict[str, Any] | None = None
-    metrics = MetricsWriter(run_dir / "metrics.jsonl", enabled=world.is_main)
-    ckpt_dir = run_dir / "checkpoints"
+    metrics = MetricsWriter(RunDir(run_dir).metrics, enabled=world.is_main)
     purge_step = None
     if resuming:
         state, purge_step = _load_resume_point(run_dir, model, metrics, world, device, console)
         if state is not None:
             run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
     if cfg.tensorboard and world.is_main:
-        metrics.mirrors.append(TensorBoardMirror(run_dir / "tensorboard", purge_step=purge_step))
+        metrics.mirrors.append(TensorBoardMirror(RunDir(run_dir).tensorboard, purge_step=purge_step))
     if world.is_main:
         _status(run_dir, "running")
     if world.distributed:
@@ -269,7 +253,7 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
             runner.flag = flag
             runner.run_stages(state)
     except NonFiniteLossError as e:  # every rank sees the same reduced loss, so all of them land here
-        last = find_checkpoint(ckpt_dir, "last")
+        last = RunDir(run_dir).checkpoint("last")
         where = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
         if world.is_main:
             _status(run_dir, "diverged", message=str(e))
@@ -331,7 +315,7 @@ class _Runner:
             unused = _has_unused_parameters(model, cfg, data, device)
             self.train_model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
         self.interrupted = False
-        self.ckpt_dir = run_dir / "checkpoints"
+        self.ckpt_dir = RunDir(run_dir).checkpoints
         self.results: list[dict[str, Any]] = []
         self.global_step = 0
         self.flag: _InterruptFlag | None = None
@@ -595,8 +579,6 @@ class _Runner:
 
     # ------------------------------------------------------------------------------------------------------- end
     def finish(self, elapsed: float) -> dict[str, Any]:
-        from onebit.analysis.plots import plot_run
-
         summary = {
             "recipe": self.cfg.recipe,
             "run_dir": str(self.run_dir),
@@ -608,7 +590,7 @@ class _Runner:
             "final": self.results[-1] if self.results else {},
         }
         summary["complexity"] = _complexity(self.model, self.data)
-        summary["plots"] = [str(p) for p in plot_run(self.run_dir, read_metrics(self.run_dir / "metrics.jsonl"))]
+        summary["plots"] = [str(p) for p in plot_run(self.run_dir, read_metrics(RunDir(self.run_dir).metrics))]
         write_summary(self.run_dir, summary)
         self.console.print(stage_table(summary))
         self.console.print(f"Run directory: [bold]{self.run_dir}[/]")
@@ -619,8 +601,6 @@ def build_task(stage: StageConfig, data: DataBundle, device: torch.device):
     """Classification, or distillation from the stage's teachers (strong first, then BNext's assistant group)."""
     if not stage.teachers:
         return ClassificationTask(stage.label_smoothing)
-    from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
-
     renorm = {}
     if stage.teacher_mean or stage.teacher_std:
         if data.mean is None or data.std is None:
@@ -648,8 +628,6 @@ def build_augment(cfg, data: DataBundle):
     """The batch augmentation of ``cfg`` (``None`` when every option is off)."""
     if cfg.train_augment == "none" and not cfg.randaugment and not cfg.mixup and not cfg.cutmix:
         return None
-    from onebit.augment import build_train_augment
-
     return build_train_augment(
         cfg.train_augment,
         cfg.image_size,

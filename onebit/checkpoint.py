@@ -1,4 +1,14 @@
-"""Checkpoints: weights in safetensors, optimizer/RNG/progress state alongside, written atomically.
+"""Run directories and checkpoints: one :class:`RunDir` names every file of a run; weights in safetensors,
+optimizer/RNG/progress state alongside, written atomically.
+
+Run directory (every path is a property of :class:`RunDir`, nothing else spells them)::
+
+    config.json       the full RunConfig, written first (an exact re-run is ``onebit train --resume DIR``)
+    run.json          status: running | interrupted | diverged | completed
+    metrics.jsonl     step / epoch / stage records (loss, accuracy, lr, ff_ratio, c2i, per-layer FF)
+    checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage)
+    summary.json, summary.md, plots/*.png
+    tensorboard/      event files mirroring metrics.jsonl (``tensorboard=true``)
 
 A checkpoint is a directory ``<run>/checkpoints/<tag>/`` with ``model.safetensors``, ``state.pt`` (loaded with
 ``weights_only=True``: tensors, numbers, strings only) and ``meta.json``. It is first written to a temporary
@@ -20,7 +30,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-__all__ = ["CheckpointError", "find_checkpoint", "load_checkpoint", "load_weights", "save_checkpoint", "save_weights"]
+from onebit.config import RunConfig, load_json
+from onebit.report import atomic_write_text
+
+__all__ = [
+    "RUN_FORMAT",
+    "CheckpointError",
+    "RunDir",
+    "find_checkpoint",
+    "load_checkpoint",
+    "load_weights",
+    "save_checkpoint",
+    "save_weights",
+]
+
+RUN_FORMAT = "onebit-run"  # the ``format`` field of run.json
 
 
 class CheckpointError(RuntimeError):
@@ -52,11 +76,12 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> dic
     path = Path(path)
     if path.is_dir():
         found = path / "model.safetensors" if (path / "model.safetensors").exists() else None
+        run = RunDir(path)
         if found is None:
-            ck = find_checkpoint(path / "checkpoints", "last") if (path / "checkpoints").is_dir() else None
+            ck = run.checkpoint("last") if run.checkpoints.is_dir() else None
             found = ck / "model.safetensors" if ck else None
         if found is None:
-            raise CheckpointError(f"{path}: no model.safetensors here or in {path / 'checkpoints/last'}")
+            raise CheckpointError(f"{path}: no model.safetensors here or in {run.checkpoints / 'last'}")
         path = found
     if not path.exists():
         raise CheckpointError(f"{path}: no such weights file")
@@ -132,3 +157,95 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path / 'meta.json'}: unreadable ({e})") from None
     return state, meta
+
+
+class RunDir:
+    """The files of one run directory (see the module docstring); the only place their names are spelled.
+
+    Args:
+        path: the run directory (it need not exist yet).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # --------------------------------------------------------------------------------------------------- paths
+    @property
+    def config(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def summary_md(self) -> Path:
+        return self.path / "summary.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    # ---------------------------------------------------------------------------------------------- questions
+    def has_config(self) -> bool:
+        """Whether ``config.json`` exists (a run was started here)."""
+        return self.config.exists()
+
+    def is_run(self) -> bool:
+        """Whether this directory holds a run record (``config.json`` and ``run.json``)."""
+        return self.config.exists() and self.status_file.exists()
+
+    def checkpoint(self, tag: str = "last") -> Path | None:
+        """The complete checkpoint ``tag`` of this run (see :func:`find_checkpoint`), else ``None``."""
+        return find_checkpoint(self.checkpoints, tag)
+
+    # ------------------------------------------------------------------------------------------ read / write
+    def read_config(self, cls: type = RunConfig) -> RunConfig:
+        """The run's ``config.json`` as a config dataclass."""
+        return load_json(self.config, cls)
+
+    def read_status(self) -> dict[str, Any]:
+        """The ``run.json`` record (``{}`` when there is none).
+
+        Raises:
+            ValueError: ``run.json`` is unreadable or not a onebit run record.
+        """
+        if not self.status_file.exists():
+            return {}
+        try:
+            info = json.loads(self.status_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{self.status_file}: corrupt ({e})") from None
+        if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+            raise ValueError(f"{self.status_file}: not a onebit run record")
+        return info
+
+    def write_status(self, status: str, **extra: Any) -> None:
+        """Write ``run.json`` atomically: ``{"format": "onebit-run", "status": status, **extra}``."""
+        atomic_write_text(self.status_file, json.dumps({"format": RUN_FORMAT, "status": status, **extra}) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        """The run's ``summary.json`` (written when the run completed)."""
+        return json.loads(self.summary_json.read_text())

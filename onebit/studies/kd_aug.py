@@ -1,9 +1,10 @@
 """BNext's distillation and augmentation findings on the bundled digits: ``onebit study kd`` / ``augmentation``.
 
-* ``kd``: two float teachers of different size are trained per seed (a real-valued ResNet-18-shaped net at widths
-  2 and 16, :func:`float_resnet_digits`), their knowledge complexity (BNext eq. 3) is measured, and the BNext student
-  (``bnext_digits``) is trained without KD, with single-teacher KD from either teacher, with the gap-sensitive
-  two-teacher ensemble (the official code's loss and the paper's eq. 4) and with the assistant schedule of Alg. 1.
+* ``kd``: two float teachers of different size are trained per seed (a real-valued ResNet-18-shaped net
+  at widths 2 and 16, :func:`onebit.models.small.float_resnet_digits`), their knowledge complexity (BNext eq. 3)
+  is measured, and the BNext student (``bnext_digits``) is trained without KD, with single-teacher KD from either
+  teacher, with the gap-sensitive two-teacher ensemble (the official code's loss and the paper's eq. 4) and with
+  the assistant schedule of Alg. 1.
 * ``augmentation``: the same student without extra augmentation, with MixUp, CutMix, RandAugment, RandAugment +
   MixUp and repeated augmentation (BNext Table 6).
 
@@ -19,50 +20,32 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from torch import nn
 
+from onebit.checkpoint import RunDir
 from onebit.config import RunConfig, apply_overrides
-from onebit.data import DATASETS, DataBundle
-from onebit.layers import set_binarization
-from onebit.models._registry import register_model
-from onebit.models.small import resnet_digits
-from onebit.studies import (
-    STUDIES,
+from onebit.data import build_data
+from onebit.distill import AssistantSchedule, count_params, knowledge_complexity, load_teacher
+from onebit.studies.common import (
     Study,
     Variant,
-    _by_variant,
-    _epoch_records,
-    _fmt,
-    _mean_std,
-    _plt,
-    _run_one,
-    _stat,
     base_config,
+    by_variant,
+    epoch_records,
+    fmt,
+    mean_std,
+    pyplot,
+    register_studies,
+    run_one,
+    stat,
 )
 
-__all__ = ["KD_AUG_STUDIES", "float_resnet_digits", "student_config", "teacher_config"]
+__all__ = ["AUG_VARIANTS", "KD_AUG_STUDIES", "KD_VARIANTS", "TEACHERS", "student_config", "teacher_config"]
 
 CHANNELS = 3  # see the module docstring: RandAugment needs RGB, and both studies share one student
 STUDENT_WIDTH = 8
 TEACHERS = (("weak", 2), ("strong", 16))  # (role, width) of the float teachers: ~40x apart in parameters
 KD_EPOCHS = 8
 AUG_EPOCHS = 10
-
-
-@register_model
-def float_resnet_digits(
-    num_classes: int = 10, family: str = "strong_baseline", width: int = 8, in_chans: int = 1
-) -> nn.Module:
-    """:func:`onebit.models.small.resnet_digits` with binarization switched off: a real-valued teacher.
-
-    The default ``strong_baseline`` family keeps a PReLU in every block, so the float network is non-linear (the
-    plain ``binary_resnet18`` blocks have no activation besides the sign and would collapse to a linear map). A run
-    or model directory of this entrypoint loads as a float model, which the binary entrypoints cannot express: the
-    binarization switches are attributes, not weights, so a run directory alone would rebuild the model binarized.
-    """
-    model = resnet_digits(num_classes, family=family, width=width, in_chans=in_chans)
-    set_binarization(model, activations=False, weights=False)
-    return model
 
 
 def student_config(epochs: int) -> RunConfig:
@@ -78,7 +61,8 @@ def student_config(epochs: int) -> RunConfig:
 
 
 def teacher_config(epochs: int, width: int) -> RunConfig:
-    """A float teacher: :func:`float_resnet_digits` at ``width``, trained with both binarization switches off."""
+    """A float teacher: :func:`~onebit.models.small.float_resnet_digits` at ``width``, trained with both binarization
+    switches off."""
     cfg = base_config(epochs, width=width, model="float_resnet_digits", in_chans=CHANNELS)
     cfg.data.channels = CHANNELS
     cfg.stages[0].binarize_activations = cfg.stages[0].binarize_weights = False
@@ -86,21 +70,10 @@ def teacher_config(epochs: int, width: int) -> RunConfig:
     return cfg
 
 
-@DATASETS.register("digits_stats")
-def digits_stats(cfg: Any, seed: int) -> DataBundle:
-    """The ``digits`` bundle under the name the augmentation study's configs use.
-
-    When the study was written, the ``digits`` loader left ``DataBundle.mean``/``std`` unset, so RandAugment clamped
-    normalised values to [0, 1]; this data set attached the statistics. ``digits`` now carries them itself, so this
-    is the same bundle (kept so the recorded study configs still run).
-    """
-    return DATASETS.get("digits")(cfg, seed)
-
-
 def _final_train_acc(rs: list[dict[str, Any]]) -> tuple[float, float]:
     """Mean ± std over seeds of the last epoch's training accuracy (%)."""
-    finals = [_epoch_records(Path(r["run_dir"])) for r in rs]
-    return _mean_std([100 * recs[-1]["train_acc"] for recs in finals if recs])
+    finals = [epoch_records(Path(r["run_dir"])) for r in rs]
+    return mean_std([100 * recs[-1]["train_acc"] for recs in finals if recs])
 
 
 # ------------------------------------------------------------------------------------------------------------ KD
@@ -111,7 +84,7 @@ def _prepare_teachers(root: Path, seed: int, epochs: int, overrides: list[str], 
         cfg = apply_overrides(teacher_config(epochs, width), overrides)
         cfg.seed, cfg.recipe = seed, "study-kd-teacher"
         out = root / "teachers" / role / f"seed{seed}"
-        summary = _run_one(cfg, out)
+        summary = run_one(cfg, out)
         if summary.get("status") == "diverged":
             raise RuntimeError(f"{out}: the {role} teacher diverged ({summary.get('message')}); the KD study needs it")
         console.print(
@@ -152,17 +125,13 @@ def _kd_variants(ep: int) -> list[Variant]:
 
 def _teacher_rows(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, float]], float]:
     """Teachers as loaded for distillation: parameters, val top-1 re-measured through ``load_teacher``, KC."""
-    import json
-
-    from onebit.distill import count_params, knowledge_complexity, load_teacher
-
     contexts = {r["seed"]: r["context"] for r in results if r.get("context")}
     per_role: dict[str, dict[str, list[float]]] = {}
     minutes = 0.0
     for _, ctx in sorted(contexts.items()):
         for role, run_dir in ctx.items():
             teacher = load_teacher(run_dir, name=role)
-            summary = json.loads((Path(run_dir) / "summary.json").read_text())
+            summary = RunDir(run_dir).read_summary()
             minutes += (summary.get("time_s") or 0.0) / 60
             acc = _teacher_accuracy(teacher, run_dir)
             rec = per_role.setdefault(role, {"params": [], "acc": [], "run_acc": [], "kc": []})
@@ -177,11 +146,11 @@ def _teacher_rows(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, d
     summary_by_role = {}
     widths = dict(TEACHERS)
     for role, rec in per_role.items():
-        acc = _mean_std([100 * a for a in rec["acc"]])
-        kc = _mean_std(rec["kc"])
+        acc = mean_std([100 * a for a in rec["acc"]])
+        kc = mean_std(rec["kc"])
         rows.append(
             f"| {role} | `float_resnet_digits` width {widths.get(role, '?')} | {int(rec['params'][0]):,} | "
-            f"{_fmt(acc)} | {_fmt(_mean_std([100 * a for a in rec['run_acc']]))} | {_fmt(kc, '.4f')} |"
+            f"{fmt(acc)} | {fmt(mean_std([100 * a for a in rec['run_acc']]))} | {fmt(kc, '.4f')} |"
         )
         summary_by_role[role] = {"acc": acc[0], "kc": kc[0], "params": rec["params"][0]}
     return rows, summary_by_role, minutes
@@ -189,10 +158,7 @@ def _teacher_rows(results: list[dict[str, Any]]) -> tuple[list[str], dict[str, d
 
 def _teacher_accuracy(teacher: Any, run_dir: str) -> float:
     """Top-1 of a loaded teacher on the val split of its own run (checks that it loads as the model it trained)."""
-    from onebit.config import load_json
-    from onebit.data import build_data
-
-    cfg = load_json(Path(run_dir) / "config.json")
+    cfg = RunDir(run_dir).read_config()
     data = build_data(cfg.data, cfg.seed)
     correct = total = 0
     for x, y in data.val:
@@ -203,13 +169,10 @@ def _teacher_accuracy(teacher: Any, run_dir: str) -> float:
 
 def _schedule_log(results: list[dict[str, Any]]) -> list[str]:
     """The active teachers per epoch of the schedule variant, from the same AssistantSchedule the runner builds."""
-    from onebit.config import load_json
-    from onebit.distill import AssistantSchedule
-
     rs = [r for r in results if r["variant"] == "assistant schedule"]
     if not rs:
         return []
-    stage = load_json(Path(rs[0]["run_dir"]) / "config.json").stages[0]
+    stage = RunDir(rs[0]["run_dir"]).read_config().stages[0]
     role = {v: k for k, v in rs[0]["context"].items()}
     names = {d: f"{role.get(d, d)}" for d in [*stage.teachers, *stage.assistants]}
     sched = AssistantSchedule(names[stage.teachers[0]], [names[a] for a in stage.assistants], stage.epochs)
@@ -237,10 +200,10 @@ def _significance(a: tuple[float, float], b: tuple[float, float], n: int) -> str
 
 def _curves(groups: dict[str, list[dict[str, Any]]], path: Path, vline: float | None = None) -> None:
     """Mean val top-1 per epoch of every variant (one line each)."""
-    plt = _plt()
+    plt = pyplot()
     f, ax = plt.subplots(figsize=(7, 4.2))
     for label, rs in groups.items():
-        per_seed = [[100 * e["val_top1"] for e in _epoch_records(Path(r["run_dir"]))] for r in rs]
+        per_seed = [[100 * e["val_top1"] for e in epoch_records(Path(r["run_dir"]))] for r in rs]
         per_seed = [c for c in per_seed if c]
         if not per_seed:
             continue
@@ -262,7 +225,7 @@ def _peak_note(groups: dict[str, list[dict[str, Any]]]) -> str:
     """Where the mean val curves peak and how much they lose by the last epoch (progressive binarization)."""
     peaks, drops = [], []
     for rs in groups.values():
-        curves = [[100 * e["val_top1"] for e in _epoch_records(Path(r["run_dir"]))] for r in rs]
+        curves = [[100 * e["val_top1"] for e in epoch_records(Path(r["run_dir"]))] for r in rs]
         curves = [c for c in curves if c]
         if not curves:
             continue
@@ -282,7 +245,7 @@ def _peak_note(groups: dict[str, list[dict[str, Any]]]) -> str:
 
 def _bars(labels: list[str], ours: list[tuple[float, float]], paper: list[float | None], path: Path, ylab: str) -> None:
     """Change vs the baseline on the digits (with seed std) next to the paper's change, per variant."""
-    plt = _plt()
+    plt = pyplot()
     f, ax = plt.subplots(figsize=(7.5, 4))
     xs = list(range(len(labels)))
     ax.bar([x - 0.2 for x in xs], [m for m, _ in ours], 0.4, yerr=[s for _, s in ours], capsize=3, label="digits")
@@ -317,10 +280,10 @@ PAPER_KD = {
 
 
 def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[str]:
-    groups = _by_variant(results)
+    groups = by_variant(results)
     n = len(next(iter(groups.values())))
     teacher_rows, teachers, teacher_min = _teacher_rows(results)
-    base = _stat(groups["no KD"], "val_top1", scale=100)
+    base = stat(groups["no KD"], "val_top1", scale=100)
     rows = [
         "| student | teachers (strong first) | KD loss | val top-1 (%) | train acc., last epoch (%) | "
         "Δ vs no KD (points) | vs no KD |",
@@ -329,12 +292,12 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
     tops: dict[str, tuple[float, float]] = {}
     for label, t_roles, loss, assistants in KD_VARIANTS:
         rs = groups[label]
-        top = _stat(rs, "val_top1", scale=100)
+        top = stat(rs, "val_top1", scale=100)
         tops[label] = top
         train = _final_train_acc(rs)
         who = ", ".join(t_roles) + (f"; assistants {', '.join(assistants)}" if assistants else "") if t_roles else "—"
         rows.append(
-            f"| {label} | {who} | {loss if t_roles else 'label CE'} | {_fmt(top)} | {_fmt(train)} | "
+            f"| {label} | {who} | {loss if t_roles else 'label CE'} | {fmt(top)} | {fmt(train)} | "
             f"{top[0] - base[0]:+.2f} | {_significance(top, base, n) if label != 'no KD' else '—'} |"
         )
     ep = results[0]["summary"]["stages"][0].get("epochs") or study.epochs
@@ -431,9 +394,9 @@ def _aug_variants(ep: int) -> list[Variant]:
 
 
 def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[str]:
-    groups = _by_variant(results)
+    groups = by_variant(results)
     n = len(next(iter(groups.values())))
-    base = _stat(groups["none"], "val_top1", scale=100)
+    base = stat(groups["none"], "val_top1", scale=100)
     rows = [
         "| augmentation | settings | val top-1 (%) | train acc., last epoch (%) | Δ vs none (points) | vs none | "
         "paper Δ (Table 6) |",
@@ -442,11 +405,11 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
     tops = {}
     for label, o, paper in AUG_VARIANTS:
         rs = groups[label]
-        top = _stat(rs, "val_top1", scale=100)
+        top = stat(rs, "val_top1", scale=100)
         tops[label] = top
         train = _final_train_acc(rs)
         rows.append(
-            f"| {label} | {', '.join(f'`{x}`' for x in o) or 'random shift only'} | {_fmt(top)} | {_fmt(train)} | "
+            f"| {label} | {', '.join(f'`{x}`' for x in o) or 'random shift only'} | {fmt(top)} | {fmt(train)} | "
             f"{top[0] - base[0]:+.2f} | {_significance(top, base, n) if paper is not None else '—'} | "
             f"{f'{paper:+.2f}' if paper is not None else '—'} |"
         )
@@ -539,4 +502,4 @@ KD_AUG_STUDIES: tuple[Study, ...] = (
     ),
 )
 
-STUDIES.update({s.name: s for s in KD_AUG_STUDIES})
+register_studies(*KD_AUG_STUDIES)

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from onebit.data import DataBundle, TensorLoader
-from onebit.data_folder import DataSetError
+from onebit.config import DataConfig
+from onebit.data.base import DATASETS, DataBundle, DataSetError, TensorLoader
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "build_cifar", "load_cifar", "normalise", "write_cifar_fixture"]
 
@@ -211,3 +211,19 @@ def write_cifar_fixture(
         meta["num_cases_per_batch"] = max(len(p) for p in parts)
     dump(meta, meta_file)
     return folder
+
+
+@DATASETS.register("cifar10")
+def _cifar10(cfg: DataConfig, seed: int) -> DataBundle:
+    return _cifar(cfg, seed)
+
+
+@DATASETS.register("cifar100")
+def _cifar100(cfg: DataConfig, seed: int) -> DataBundle:
+    return _cifar(cfg, seed)
+
+
+def _cifar(cfg: DataConfig, seed: int) -> DataBundle:
+    bundle = build_cifar(cfg, seed)
+    bundle.mean, bundle.std = tuple(CIFAR_MEAN), tuple(CIFAR_STD)
+    return bundle

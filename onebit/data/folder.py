@@ -22,17 +22,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from onebit.config import DataConfig
-from onebit.data import EpochLoader
+from onebit.data.base import DATASETS, DataBundle, DataSetError, EpochLoader
 
-__all__ = ["DataSetError", "FolderLoader", "ImageFolder", "build_imagenet"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FolderLoader", "ImageFolder", "build_imagenet"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
-
-
-class DataSetError(ValueError):
-    """A data set that cannot be used; the message names the path and what was expected."""
 
 
 def _resample(name: str) -> int:
@@ -178,9 +174,9 @@ class FolderLoader(EpochLoader):
             )
 
 
-def build_imagenet(cfg: DataConfig, seed: int):
-    from onebit.data import DataBundle
-
+@DATASETS.register("imagenet")
+def build_imagenet(cfg: DataConfig, seed: int) -> DataBundle:
+    """Train/val loaders over an ImageNet-layout folder ``data.root`` (``train/<class>/``, ``val/<class>/``)."""
     if not cfg.root:
         raise DataSetError("data.root is required for the imagenet folder layout (data.root=/path/to/imagenet)")
     root = Path(cfg.root)

@@ -1,0 +1,158 @@
+/* Packed XOR-popcount binary convolution kernels with a plain C ABI (loaded with ctypes by onebit/kernels/_native.py):
+ * the shared header of the translation units of the one library onebit.kernels._bitconv (isa.c: ISA detection and
+ * selection; pack.c: sign + pack; bnext.c: the BNext float passes; conv.c: epilogue, conv kernels and ob_conv;
+ * ceiling.c: the popcount ceiling benchmark). It holds the includes, the ISA/OpenMP macros, ob_conv_args, the
+ * prototypes of the exported entry points and the static inline helpers that more than one file uses.
+ *
+ * Layouts (all row-major, NHWC):
+ *   activations  uint64 [N, Hp, Wp, K]: channels packed along the last axis, bit c%64 of word c/64 = (x_c + t_c >= 0);
+ *                bits of channels >= C are 0; the spatial border (the conv's padding) is all-zero words.
+ *   weights      uint64 [O8, KH, KW*K, 8]: blocks of 8 output channels, word j of a kernel row of each of the 8;
+ *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel splits them into low/high
+ *                nibbles (w & 0x0F.., (w >> 4) & 0x0F..) itself, a cache-sized group of blocks at a time.
+ * For +-1 vectors of n values dot = n - 2 popcount(x XOR w). A zero border word reads as n values of -1, so a
+ * padded tap contributes -sum(w_tap); the caller passes corr[tap][o] = (1 + pad_value) * sum(w_tap) (pad_value 0
+ * for the official zero padding), which is added for every tap that falls outside the input: exact zero padding.
+ *
+ * Every entry point takes the thread count (torch.get_num_threads() on the Python side) and uses OpenMP when the
+ * build had it. ISA variants are compiled with __attribute__((target)) so one shared object runs on any x86-64 CPU;
+ * the best one the CPU supports is chosen at run time (ob_select_isa), lower ones can be forced for testing.
+ * Floating-point epilogues use separate multiply and add (built with -ffp-contract=off), in the order of the torch
+ * reference, so both give bitwise-equal results.
+ */
+#ifndef ONEBIT_BITCONV_H
+#define ONEBIT_BITCONV_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define OB_X86 1
+#else
+#define OB_X86 0
+#endif
+
+#define OB_ISA_PORTABLE 0
+#define OB_ISA_POPCNT 1
+#define OB_ISA_AVX2 2
+#define OB_ISA_AVX512 3
+
+#define OB_TILE_P 4 /* output pixels per register tile */
+#define OB_TILE_Q 8 /* output channels per register tile (one byte of packed output) */
+
+typedef struct {
+    /* input activations (padded, packed) */
+    const uint64_t *x;
+    int32_t n, hp, wp, k; /* batch, padded height/width, words per pixel */
+    int32_t h, w;         /* unpadded input size */
+    /* weights */
+    const uint64_t *wq; /* [O8, KH, KW*K, 8] */
+    int32_t o, kh, kw, c, stride, pad;
+    int32_t oh, ow;
+    const int32_t *corr; /* [KH*KW, O] or NULL (no padding correction) */
+    /* epilogue */
+    int32_t *out_int;   /* [N, OH, OW, O] or NULL */
+    const float *scale; /* [O] y = dot * scale + bias */
+    const float *bias;  /* [O] or NULL */
+    const float *res;   /* [N, OH, OW, res_c] or NULL: y += res[p, o % res_c] */
+    int32_t res_c;
+    const float *act_in;    /* [O] or NULL: y += act_in before the PReLU */
+    const float *slope;     /* [O] or NULL: PReLU slope (NULL: no activation) */
+    const float *act_out;   /* [O] or NULL: y += act_out after the PReLU */
+    float *out_f;           /* [N, OH, OW, O] or NULL */
+    const float *thresh;    /* [O] or NULL: next bits = (y + thresh >= 0) */
+    uint8_t *out_bits;      /* [N, OH + 2 bph, OW + 2 bpw, bk] words as bytes, or NULL; zero-initialised */
+    int32_t bph, bpw, bk;   /* padding and words per pixel of the packed output */
+    int32_t nthreads;
+} ob_conv_args;
+
+/* ------------------------------------------------------------------------------------------------ entry points */
+/* isa.c */
+int ob_cpu_isa(void);
+int ob_select_isa(int isa);
+int ob_isa(void);
+int ob_has_openmp(void);
+int ob_abi_version(void);
+/* pack.c */
+void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
+                  int32_t k, uint64_t *out, int32_t nthreads);
+/* bnext.c */
+void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
+                      const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
+                      int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads);
+int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
+                float *out, int32_t nthreads);
+void ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
+                     float *px, float *r, int32_t nthreads);
+void ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
+                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads);
+/* conv.c */
+int ob_conv(const ob_conv_args *a);
+/* ceiling.c */
+uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits);
+
+/* whether the AVX2 variants of the element-wise passes run (the CPU has AVX2 and no lower ISA was selected) */
+static inline int ob_use_avx2(void) {
+#if OB_X86 && defined(__GNUC__)
+    return ob_isa() >= OB_ISA_AVX2;
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------------------------------------------ sign + pack */
+/* bits of channels [c0, c1) of one pixel; bit ch - c0 = (src[ch] + t[ch] >= 0) */
+static inline uint64_t ob_pack_word(const float *src, const float *t, int32_t c0, int32_t c1) {
+    uint64_t word = 0;
+    if (t) {
+        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] + t[ch] >= 0.0f) << (ch - c0);
+    } else {
+        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] >= 0.0f) << (ch - c0);
+    }
+    return word;
+}
+
+#if OB_X86 && defined(__GNUC__)
+/* the same bits 8 channels at a time (compare, movemask); the same float addition, so the same results */
+__attribute__((target("avx2"))) static inline uint64_t ob_pack_word_avx2(const float *src, const float *t, int32_t c0,
+                                                                         int32_t c1) {
+    uint64_t word = 0;
+    int32_t ch = c0;
+    const __m256 zero = _mm256_setzero_ps();
+    for (; ch + 8 <= c1; ch += 8) {
+        __m256 v = _mm256_loadu_ps(src + ch);
+        if (t) v = _mm256_add_ps(v, _mm256_loadu_ps(t + ch));
+        word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) << (ch - c0);
+    }
+    return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
+}
+
+/* 16 channels at a time (compare into a mask) */
+__attribute__((target("avx512f"))) static inline uint64_t ob_pack_word_avx512(const float *src, const float *t,
+                                                                             int32_t c0, int32_t c1) {
+    uint64_t word = 0;
+    int32_t ch = c0;
+    const __m512 zero = _mm512_setzero_ps();
+    for (; ch + 16 <= c1; ch += 16) {
+        __m512 v = _mm512_loadu_ps(src + ch);
+        if (t) v = _mm512_add_ps(v, _mm512_loadu_ps(t + ch));
+        word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) << (ch - c0);
+    }
+    return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
+}
+#endif
+
+/* popcount without the POPCNT instruction (the portable kernel and ceiling) */
+static inline uint64_t ob_popcount_portable(uint64_t v) {
+    v = v - ((v >> 1) & 0x5555555555555555ULL);
+    v = (v & 0x3333333333333333ULL) + ((v >> 2) & 0x3333333333333333ULL);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0FULL;
+    return (v * 0x0101010101010101ULL) >> 56;
+}
+
+#endif /* ONEBIT_BITCONV_H */
