@@ -38,11 +38,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import get_args
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from onebit.config import Interpolation, TrainAugment
 
 __all__ = [
     "AUGMENT_KINDS",
@@ -56,7 +59,8 @@ __all__ = [
     "soft_cross_entropy",
 ]
 
-AUGMENT_KINDS = ("none", "cifar", "imagenet")
+#: The choices of :data:`onebit.config.TrainAugment`.
+AUGMENT_KINDS: tuple[TrainAugment, ...] = get_args(TrainAugment)
 GeneratorLike = torch.Generator | int | None
 
 
@@ -294,7 +298,7 @@ class BatchAugment:
 
     def __init__(
         self,
-        kind: str,
+        kind: TrainAugment,
         image_size: int,
         *,
         num_classes: int,
@@ -309,7 +313,7 @@ class BatchAugment:
         mean: Sequence[float] | None,
         std: Sequence[float] | None,
         padding: int,
-        interpolation: str,
+        interpolation: Interpolation,
     ) -> None:
         if kind not in AUGMENT_KINDS:
             raise ValueError(f"augmentation kind must be one of {AUGMENT_KINDS}, got {kind!r}")
@@ -365,7 +369,7 @@ class BatchAugment:
 
 
 def build_train_augment(
-    kind: str,
+    kind: TrainAugment,
     image_size: int,
     *,
     num_classes: int,
@@ -380,7 +384,7 @@ def build_train_augment(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     padding: int = 4,
-    interpolation: str = "bicubic",
+    interpolation: Interpolation = "bicubic",
 ) -> Callable[[Tensor, Tensor, GeneratorLike], tuple[Tensor, Tensor]]:
     """The training-batch augmentation ``(x, y, generator) -> (x, y)``.
 

@@ -32,7 +32,7 @@ input and its intermediates. Binary layers use it on their ``"reference"`` train
 ``benchmarks/train_step.py``); the default ``"lean"`` path (``onebit.layers.fused``) keeps only signs and masks.
 The detach trick is exact for activations (|surrogate| <= 1.5 around a sign of the same sign) but not always for
 weights: ReActNet's ``alpha * sign(W) - clip(W) + clip(W)`` and BNext's ``clamp(W / T) - W + W`` at 0 < T < 1 may
-differ from the exact value in the last bit, as in the official code (spec §1.3).
+differ from the exact value in the last bit, as in the official code (``docs/official-code.md``, *Building blocks*).
 """
 
 from __future__ import annotations

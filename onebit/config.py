@@ -5,29 +5,44 @@ is a list; adding a stage is adding an element). Overrides address any field by 
 index or, for stages, by name, and ``*`` addresses every element::
 
     data.batch_size=128  stages.1.optim.lr=5e-4  stages.step2.epochs=3  stages.*.optim.weight_decay=0
+
+Closed choices (``training_path``, ``amp``, ``data.interpolation``, ...) are ``typing.Literal`` aliases defined here,
+the single source of truth (``onebit.layers.TRAINING_PATHS`` and the like are ``typing.get_args`` of them). A config
+never holds a value outside its field's choices: every assignment to such a field is checked (the dataclass
+``__init__``, ``from_dict``/``load_json``, ``apply_overrides`` and plain ``cfg.amp = ...`` alike), so the code that
+uses a config does not check again. Open sets (models, data sets, optimizers, KD losses: registries) stay ``str``
+and are checked against their registry where it is looked up.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from onebit.report import atomic_write_text
 
 __all__ = [
+    "AmpMode",
     "ConfigError",
     "DataConfig",
+    "Interpolation",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "ScheduleConfig",
+    "ScheduleName",
+    "SchedulePer",
     "StageConfig",
+    "TrainAugment",
+    "TrainingPath",
+    "WdMode",
     "apply_overrides",
     "from_dict",
     "load_json",
@@ -41,8 +56,54 @@ class ConfigError(ValueError):
     """A bad configuration key or value; the message names the key and what was expected."""
 
 
+# ------------------------------------------------------------------------------------------------- closed choices
+#: How binary layers run in training (``onebit.layers.set_training_path``; ``onebit.layers.TRAINING_PATHS``).
+TrainingPath = Literal["lean", "module", "reference"]
+#: Mixed precision of the student's forward (``onebit.train.loop``).
+AmpMode = Literal["none", "bf16"]
+#: Resampling filter of the image resizes (``onebit.data.folder``).
+Interpolation = Literal["bilinear", "bicubic"]
+#: Geometric batch augmentation (``onebit.augment.AUGMENT_KINDS``).
+TrainAugment = Literal["none", "cifar", "imagenet"]
+#: Weight-decay grouping rule (``onebit.train.optim.param_groups``).
+WdMode = Literal["paper", "official"]
+#: Learning-rate schedule shape and update granularity (``onebit.train.schedules.lr_at``).
+ScheduleName = Literal["linear", "cosine", "constant"]
+SchedulePer = Literal["step", "epoch"]
+
+
+def _check_choice(value: Any, tp: Any, key: str) -> Any:
+    """``value`` if it is one of the choices of the ``Literal`` ``tp``, else a ConfigError naming ``key``, the value,
+    the choices and the closest choice."""
+    choices = typing.get_args(tp)
+    if any(value == c and type(value) is type(c) for c in choices):
+        return value
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
+
+
+@functools.cache
+def _choice_fields(cls: type) -> dict[str, Any]:
+    """The ``Literal``-typed fields of a config class, by name."""
+    return {k: tp for k, tp in typing.get_type_hints(cls).items() if typing.get_origin(tp) is Literal}
+
+
+class _Choices:
+    """Base of the config dataclasses: every assignment to a ``Literal``-typed field (``__init__`` included) is
+    checked against the field's choices, so a config never holds a value outside them."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        tp = _choice_fields(type(self)).get(name)
+        if tp is not None:
+            _check_choice(value, tp, f"{type(self).__name__}.{name}")
+        super().__setattr__(name, value)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(_Choices):
     """Which registered model to build (``onebit.create_model(name, num_classes, **kwargs)``)."""
 
     name: str = "reactnet_digits"
@@ -51,7 +112,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Choices):
     """Data set and loader settings.
 
     Attributes:
@@ -91,8 +152,8 @@ class DataConfig:
     num_workers: int = 0
     channels: int = 0
     val_resize: int = 256
-    interpolation: str = "bilinear"
-    train_augment: str = "none"
+    interpolation: Interpolation = "bilinear"
+    train_augment: TrainAugment = "none"
     randaugment: bool = False
     randaugment_m: float = 7.0
     randaugment_mstd: float = 0.5
@@ -103,7 +164,7 @@ class DataConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(_Choices):
     """Optimizer of one stage, built on parameter groups by role (see ``onebit.train.optim``).
 
     Attributes:
@@ -121,7 +182,7 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     other_weight_decay: float = 0.0
-    wd_mode: str = "paper"
+    wd_mode: WdMode = "paper"
     no_decay_norm_bias: bool = True
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
@@ -130,7 +191,7 @@ class OptimConfig:
 
 
 @dataclass
-class ScheduleConfig:
+class ScheduleConfig(_Choices):
     """Learning-rate schedule of one stage.
 
     Attributes:
@@ -142,8 +203,8 @@ class ScheduleConfig:
             before the first epoch, so epoch e trains with lr * (1 - (e + 1) / epochs).
     """
 
-    name: str = "linear"
-    per: str = "step"
+    name: ScheduleName = "linear"
+    per: SchedulePer = "step"
     warmup_epochs: int = 0
     warmup_lr_init: float = 0.0
     lr_min: float = 0.0
@@ -151,7 +212,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class StageConfig:
+class StageConfig(_Choices):
     """One training stage.
 
     Attributes:
@@ -197,7 +258,7 @@ class StageConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Choices):
     """Everything a run needs; written to ``config.json`` first so a run can be repeated exactly.
 
     Attributes:
@@ -239,9 +300,9 @@ class RunConfig:
     track_dynamics: bool = True
     keep_epochs: list[int] = field(default_factory=lambda: [1])
     sync_bn: bool = False
-    amp: str = "none"
+    amp: AmpMode = "none"
     tensorboard: bool = False
-    training_path: str = "lean"
+    training_path: TrainingPath = "lean"
     channels_last: bool = False
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -282,6 +343,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return _parse_literal(value) if isinstance(value, str) else value
+    if origin is Literal:
+        return _check_choice(value, tp, key)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key} expects a mapping for {tp.__name__}, got {value!r}")

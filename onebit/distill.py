@@ -236,7 +236,8 @@ def kl_loss(student_logits: Tensor, teacher_logits: Sequence[Tensor], temperatur
 
 @KD_LOSSES.register("gap_ensemble_official")
 def gap_ensemble_official(student_logits: Tensor, teacher_logits: Sequence[Tensor]) -> Tensor:
-    """The BNext code's gap-sensitive ensemble (spec §4.5), teachers ordered ``[assistant, strong]``.
+    """The BNext code's gap-sensitive ensemble (``docs/official-code.md``, *Training BNext*), teachers ordered
+    ``[assistant, strong]``.
 
     ``L_i`` = batch-mean soft CE to teacher i (a scalar); ``CE_{b,i}`` the same per sample; the weights
     ``α_{b,·} = softmax_i(CE_{b,i})`` are detached; loss = mean_b[Σ_i α_{b,i} · L_i] / 2. The ½ is the code's fixed
@@ -412,9 +413,9 @@ def count_params(model: nn.Module) -> int:
 def knowledge_complexity(params_millions: float, accuracy: float) -> float:
     """BNext eq. 3, ``KC = log10(1 + Params / (Accuracy · 10⁶ + 10⁻⁸))`` with Params a raw count.
 
-    Reading (spec §10): the paper's "log" is base 10 and Accuracy is a fraction, which reproduces Table 8
-    (ResNet-34, 21.80 M, 73.31 % -> 1.4877, printed 1.487, i.e. the table truncates; EfficientNet-B0, 5.29 M,
-    77.53 % -> 0.893). The natural log or the accuracy in percent do not.
+    Reading (``docs/official-code.md``, *Paper formulas*): the paper's "log" is base 10 and Accuracy is a fraction,
+    which reproduces Table 8 (ResNet-34, 21.80 M, 73.31 % -> 1.4877, printed 1.487, i.e. the table truncates;
+    EfficientNet-B0, 5.29 M, 77.53 % -> 0.893). The natural log or the accuracy in percent do not.
 
     Args:
         params_millions: parameters in millions.

@@ -211,8 +211,9 @@ def fold_weights_(model: nn.Module) -> int:
 
 
 def param_mb(model: nn.Module) -> float:
-    """#Param (MB) as ``onebit summary`` reports it (spec §6.1): binary latent weights at 1 bit, every other parameter
-    at 32 bit, BN statistics not counted, in MiB. Equals ``onebit.analysis.complexity(model).mb`` without a forward."""
+    """#Param (MB) as ``onebit summary`` reports it (``docs/official-code.md``, *Model size*): binary latent weights at
+    1 bit, every other parameter at 32 bit, BN statistics not counted, in MiB. Equals
+    ``onebit.analysis.complexity(model).mb`` without a forward."""
     binary = {id(m.weight) for _, m in _packable_layers(model)}
     n_bin = sum(p.numel() for p in model.parameters() if id(p) in binary)
     n_real = sum(p.numel() for p in model.parameters() if id(p) not in binary)

@@ -197,7 +197,7 @@ def test_missing_dynamics_skip_with_a_note_through_the_cli(tiny_run, tmp_path, c
 def test_cli_errors(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nowhere")]) == 2
     assert main(["analyze", str(tmp_path), "--samples", "0"]) == 2
-    assert "error" in capsys.readouterr().out
+    assert "error" in capsys.readouterr().err
 
 
 def test_without_checkpoints_the_distribution_comes_from_the_stage_records(tiny_run, tmp_path):

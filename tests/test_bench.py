@@ -45,5 +45,5 @@ def test_bench_cli_prints_ratio_and_writes_json(capsys, tmp_path):
 
 def test_bench_cli_errors(capsys, tmp_path):
     assert main(["bench", "no_such_model"]) == 2
-    assert "error" in capsys.readouterr().out
+    assert "error" in capsys.readouterr().err
     assert main(["bench", "reactnet_digits", "--threads", "0"]) == 2

@@ -1,13 +1,11 @@
-"""BNext family: structure against the official key files, forward/backward, and the spec's exact semantics.
+"""BNext family: structure against the official key lists, forward/backward, and the official code's exact semantics.
 
-Numerical checks run in float64 against small functional references written from spec ``official-models.md`` §2-§3.1
-(mini configurations of the real classes keep them fast on a 2-core CPU).
+Numerical checks run in float64 against small functional references written from ``docs/official-code.md`` (*BNext*
+and *BNext-18*); mini configurations of the real classes keep them fast on a 2-core CPU. The official key lists are
+the ones shipped in ``onebit/models/official_keys/``.
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -27,18 +25,17 @@ from onebit.models.bnext import (
     bnext_binary_conv,
     official_key_map,
 )
-from onebit.models.official import LAYOUTS
+from onebit.models.official import LAYOUTS, official_keys
 
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared/spec/official-keys"
 LAYOUT_NAMES = ["bnext18", "bnext_tiny", "bnext_small", "bnext_middle", "bnext_large"]
 MODEL_NAMES = ["bnext_18", "bnext_tiny", "bnext_small", "bnext_middle", "bnext_large"]
 
 
 def _keys_file(name: str) -> dict:
-    path = KEYS_DIR / f"{name}.keys.json"
-    if not path.exists():
-        pytest.skip(f"official keys file not found: {path}")
-    return json.loads(path.read_text())
+    """The shipped key list of an official layout, its ``state_dict`` rows as dicts (``key``, ``shape``, ...)."""
+    compact = official_keys(name)
+    assert compact is not None, f"no packaged key list for {name}"
+    return {**compact, "state_dict": [dict(zip(compact["columns"], row)) for row in compact["state_dict"]]}
 
 
 def _meta_model(name: str) -> nn.Module:
@@ -104,7 +101,7 @@ def _ref_gate(p, ref: Tensor, z: Tensor) -> Tensor:
 
 
 def _ref_processor(p, x: Tensor, training: bool) -> Tensor:
-    """Spec §2.3 (bnext.py Attention / FFN) and §3.1 (birealnet.py Attention / FFN_3x3)."""
+    """docs/official-code.md: *BNext* (bnext.py Attention / FFN) and *BNext-18* (birealnet.py Attention / FFN_3x3)."""
     pool = (lambda t: F.avg_pool2d(t, 2, 2)) if p.stride == 2 else (lambda t: t)
     z = _ref_branch(p, x, training)
     if isinstance(p, ELMAttention):
@@ -179,7 +176,8 @@ def test_processor_placement_and_policies():
         if i == 0:
             assert block.conv1.stride == (2, 2) and block.prelu.weight.shape == (32,)
             continue
-        # ELM-Attention only in even blocks >= 2 (spec §2.3); the stride-2 blocks 2, 4, 6, 12 are all even
+        # ELM-Attention only in even blocks >= 2 (docs/official-code.md, *BNext*); the stride-2 blocks 2, 4, 6, 12
+        # are all even
         assert isinstance(block.Attention, ELMAttention) == (i >= 2 and i % 2 == 0), i
         assert (block.Attention.stride == 2) == (i in (2, 4, 6, 12)), i
         assert block.Attention.scale_clamp_when == "train"
@@ -238,7 +236,7 @@ def test_ablations_match_reference(elm: bool, rcp: bool):
 
 
 def test_norm2_use_without_recoupling():
-    """Info-RCP skips norm2 without recoupling, ELM-Attention still applies it (spec §2.5)."""
+    """Info-RCP skips norm2 without recoupling, ELM-Attention still applies it (docs/official-code.md, *BNext*)."""
     gen = torch.Generator().manual_seed(0)
     model = _randomize_(_mini_bnext(infor_recoupling=False).double(), gen).eval()
     x = torch.randn(2, 16, 8, 8, generator=gen, dtype=torch.float64)

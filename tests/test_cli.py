@@ -1,6 +1,9 @@
-"""The command line: summary, import-official, recipes, and the default job (slow)."""
+"""The command line: summary, import-official, recipes, the command registry, the one error path (exit codes,
+stderr), the post-training quantisation workflow, and the default job (slow)."""
 
+import argparse
 import json
+import pkgutil
 import subprocess
 import sys
 import time
@@ -8,15 +11,29 @@ import time
 import pytest
 import torch
 
-from onebit.cli import main
+import onebit.commands
+from onebit.cli import build_parser, main
+from onebit.commands import COMMANDS
+from onebit.commands import recipes as recipes_command
+from onebit.config import ConfigError
 from onebit.models import create_model, load_official
 from onebit.models.io import load_model, save_model_dir
 from onebit.models.official import LAYOUTS, export_official, official_keys
+from onebit.quantize import quant_layers
+from onebit.train import RunInterrupted, TrainingDiverged
+from onebit.train.ptq import QuantizeResult, quantize_model
 
 
 def _run(capsys, *argv):
     code = main(list(argv))
     return code, capsys.readouterr().out
+
+
+def _run_err(capsys, *argv):
+    """Exit code, stdout and stderr of ``onebit ARGV``."""
+    code = main(list(argv))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
 
 
 @pytest.mark.parametrize("name", ["bnext_tiny", "reactnet_a", "bnext18", "reactnet_resnet18"])
@@ -39,8 +56,8 @@ def test_summary_table_prints_paper_units(capsys):
 
 
 def test_summary_unknown_model_is_an_error(capsys):
-    code, out = _run(capsys, "summary", "bnext_tinny")
-    assert code == 2 and "did you mean 'bnext_tiny'" in out
+    code, out, err = _run_err(capsys, "summary", "bnext_tinny")
+    assert code == 2 and "did you mean 'bnext_tiny'" in err and not out
 
 
 def test_import_official_writes_a_loadable_model_dir(capsys, tmp_path):
@@ -69,8 +86,10 @@ def test_import_official_writes_a_loadable_model_dir(capsys, tmp_path):
 
 def test_import_official_reports_bad_checkpoint(capsys, tmp_path):
     torch.save({"state_dict": {"fc.weight": torch.zeros(3, 3)}}, tmp_path / "bad.pth")
-    code, out = _run(capsys, "import-official", "reactnet_a", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "o"))
-    assert code == 2 and "fc.weight" in out
+    code, out, err = _run_err(
+        capsys, "import-official", "reactnet_a", str(tmp_path / "bad.pth"), "--out", str(tmp_path / "o")
+    )
+    assert code == 2 and "fc.weight" in err
 
 
 def test_model_spec_round_trip(tmp_path):
@@ -115,5 +134,129 @@ def test_import_official_passes_layout_options(capsys, tmp_path):
     ref = load_official("bnext18_quant", sd, se_bits=4).eval()
     assert torch.equal(model.eval()(x), ref(x))
     assert not torch.equal(ref(x), load_official("bnext18_quant", sd, se_bits=8).eval()(x))
-    code, out = _run(capsys, *args[:-1], str(tmp_path / "o2"), "--option", "colour=red")
-    assert code == 2 and "se_bits" in out
+    code, out, err = _run_err(capsys, *args[:-1], str(tmp_path / "o2"), "--option", "colour=red")
+    assert code == 2 and "se_bits" in err
+
+
+# ------------------------------------------------------------------------------------------------ command registry
+def test_every_subcommand_is_registered_exactly_once():
+    names = [c.NAME for c in COMMANDS]
+    assert len(names) == len(set(names)) and len(COMMANDS) == len(set(COMMANDS))
+    modules = {m.name for m in pkgutil.iter_modules(onebit.commands.__path__)} - {"common"}
+    assert {c.__name__.rsplit(".", 1)[1] for c in COMMANDS} == modules  # no module left out of the tuple
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == names
+    assert names[:4] == ["train", "summary", "import-official", "recipes"]
+    assert all(callable(c.run) and callable(c.add_parser) for c in COMMANDS)
+
+
+def test_import_official_help_names_the_layouts_not_files():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices["import-official"].format_help()
+    assert "LAYOUTS" in text and "bnext_tiny" in " ".join(text.split())
+    assert not any(f"{folder}/" in text for folder in ("spec", "shared"))  # no folder outside the repository
+
+
+# ---------------------------------------------------------------------------------------------- the error path
+def test_unknown_recipe_is_one_error_line_on_stderr(capsys, tmp_path):
+    code, out, err = _run_err(capsys, "train", "no_such_recipe", "--out", str(tmp_path / "r"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: unknown recipe 'no_such_recipe'")
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_override_is_one_error_line_on_stderr(capsys, tmp_path):
+    code, out, err = _run_err(capsys, "train", "--smoke", "stages.0.optim.lrr=1", "--out", str(tmp_path / "r"))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and "stages.0.optim.lr" in err
+    code, out, err = _run_err(capsys, "train", "--resume", str(tmp_path / "r"), "--smoke")
+    assert code == 2 and out == "" and err.startswith("error: --resume")
+
+
+def test_train_errors_are_reported_by_rank_0_only(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert _run_err(capsys, "train", "no_such_recipe") == (2, "", "")
+    monkeypatch.setenv("RANK", "0")
+    assert _run_err(capsys, "train", "no_such_recipe")[2].startswith("error: ")
+
+
+def test_python_m_onebit_exits_2_on_a_user_mistake():
+    p = subprocess.run(
+        [sys.executable, "-m", "onebit", "train", "no_such_recipe"], capture_output=True, text=True, timeout=300
+    )
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert p.stdout == "" and p.stderr.startswith("error: unknown recipe") and p.stderr.count("\n") == 1
+
+
+def _raising(exc):
+    def run(args, console):
+        raise exc
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "text"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (RunInterrupted("interrupted at step 5; resume with onebit train --resume r"), 130, "resume with"),
+        (TrainingDiverged("training stopped: loss is nan"), 1, "loss is nan"),
+        (ConfigError("bad value"), 2, "error: bad value"),
+        (FileNotFoundError("no such file: x"), 2, "error: no such file: x"),
+    ],
+)
+def test_exit_codes_of_interrupts_divergence_and_user_mistakes(capsys, monkeypatch, exc, code, text):
+    monkeypatch.setattr(recipes_command, "run", _raising(exc))
+    got, out, err = _run_err(capsys, "recipes")
+    assert got == code and out == "" and text in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), ValueError("a bug"), KeyError("a bug")])
+def test_unexpected_exceptions_propagate(capsys, monkeypatch, exc):
+    # recipes declares no USER_ERRORS: a plain ValueError / KeyError there is a bug, not the user's mistake
+    monkeypatch.setattr(recipes_command, "run", _raising(exc))
+    with pytest.raises(type(exc), match="boom|a bug"):
+        main(["recipes"])
+    assert capsys.readouterr().err == ""
+
+
+# -------------------------------------------------------------------------------- post-training quantisation
+@pytest.mark.parametrize(
+    ("name", "kwargs", "se"), [("reactnet_digits", {"width": 4}, False), ("bnext_digits", {}, True)]
+)
+def test_quantize_model_library_function(tmp_path, name, kwargs, se):
+    torch.manual_seed(0)
+    src = save_model_dir(create_model(name, **kwargs).eval(), tmp_path / "src")
+    res = quantize_model(
+        src,
+        bits="8/8-4/8-4/8-8/8",
+        calibrate_batches=1,
+        finetune_epochs=1,
+        finetune_batches=1,
+        finetune_lr=1e-4,
+        limit_train=64,
+        limit_val=48,
+    )
+    assert isinstance(res, QuantizeResult)
+    assert res.out == src / "quantized" / "8_8-4_8-4_8-8_8" and res.bits == "8/8-4/8-4/8-8/8"
+    assert res.data.endswith("64 train / 48 val")
+    assert bool(res.notes) != se  # the note about the unused S and E widths only without an SE branch
+    assert res.finetune["steps"] == 1 and res.calibration and res.config["activations"] == "calibrated"
+    assert res.size_mib["quantized"] < res.size_mib["float"]
+    for m in (res.before, res.after, res.after_finetune):
+        assert set(m) >= {"val_loss", "val_top1", "val_top5"} and 0 <= m["val_top1"] <= 1
+    report = json.loads((res.out / "quantize.json").read_text())
+    assert report == json.loads(json.dumps(res.to_dict()))
+    loaded, info = load_model(res.out)
+    assert info["quantize"] == {"bits": res.bits, "source": str(src)}
+    assert sum(1 for _ in quant_layers(loaded)) == len(res.layers) == sum(1 for _ in quant_layers(res.model))
+
+
+def test_quantize_model_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ConfigError, match="expected 4 groups"):
+        quantize_model("bnext_digits", bits="8/8-4/8", out_dir=tmp_path / "q")
+    with pytest.raises(ConfigError, match="give out_dir"):
+        quantize_model("bnext_digits", bits="8/8")
+    with pytest.raises(ConfigError, match=">= 0"):
+        quantize_model("bnext_digits", out_dir=tmp_path / "q", calibrate_batches=-1)
+    assert not (tmp_path / "q").exists()

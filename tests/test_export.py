@@ -139,7 +139,7 @@ def test_reactnet_a_round_trip_and_size(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     report = export_packed(model, tmp_path / "reactnet_a.safetensors")
     assert torch.equal(_logits(load_packed(tmp_path / "reactnet_a.safetensors"), x), _logits(model, x))
-    assert report["param_mb"] == pytest.approx(7.528, abs=1e-3)  # spec §6: 7.53
+    assert report["param_mb"] == pytest.approx(7.528, abs=1e-3)  # docs/official-code.md: 7.53
     # BN statistics (1.1 %) and the 10,912 folded alphas (0.55 %) are the overhead
     assert 1.0 < report["ratio"] <= 1.02
 
@@ -153,7 +153,7 @@ def test_bnext_tiny_artefact_is_within_2_percent_and_14_mb(tmp_path):
     assert report["bytes"] == size and report["mib"] == size / 2**20
     assert report["param_mb"] == pytest.approx(complexity(model, (3, 32, 32)).mb, rel=1e-12)
     assert report["param_mb"] == pytest.approx(13.32, abs=5e-3)  # paper: 13.3 MB
-    assert size <= 14 * 2**20  # the papers' MB are MiB (spec §6.1)
+    assert size <= 14 * 2**20  # the papers' MB are MiB (docs/official-code.md)
     assert 1.0 < report["ratio"] <= 1.02
     assert packed_metadata(tmp_path / "bnext_tiny.safetensors")["meta"] == {"input_size": [3, 224, 224]}
     assert torch.equal(_logits(load_packed(tmp_path / "bnext_tiny.safetensors"), x), _logits(model, x))
@@ -291,7 +291,7 @@ def test_cli_exports_a_run_directory(tmp_path, capsys):
 
     # a fresh BNext (T = 1) is refused with the remedy, exit code 2
     code = main(["export", "bnext_digits", "--out", str(tmp_path / "fresh.safetensors")])
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert code == 2 and "set_temperature" in " ".join(out.split())
     assert main(["export", str(tmp_path / "missing_dir"), "--out", str(tmp_path / "x.safetensors")]) == 2
 

@@ -286,6 +286,6 @@ def test_landscape_cli_stage_and_errors(tiny_run, tmp_path, capsys):
     assert (tiny_run / "landscape/step1/landscape_1d.png").exists()
     assert not (tiny_run / "landscape/step1/landscape_2d_contour.png").exists()
     code = main(["landscape", str(tiny_run), "--stage", "nope", "--points", "3"])
-    assert code == 2 and "no stage 'nope'" in capsys.readouterr().out
+    assert code == 2 and "no stage 'nope'" in capsys.readouterr().err
     code = main(["landscape", str(tmp_path / "missing"), "--points", "3"])
     assert code == 2

@@ -1,9 +1,15 @@
-"""Official-checkpoint import/export (onebit.models.official), parametrized over every registered layout."""
+"""Official-checkpoint import/export (onebit.models.official), parametrized over every registered layout.
+
+The official layouts come from the key lists shipped in ``onebit/models/official_keys/`` (every key, shape and dtype
+of the released checkpoints), so these tests run in a plain clone: the state dicts are synthetic, with exactly the
+official keys and shapes (see ``docs/official-code.md``, *Checkpoint layouts*).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,7 @@ import torch
 
 import onebit.models  # noqa: F401  (registers the families' layouts)
 from onebit.models.official import (
+    COMPACT_COLUMNS,
     LAYOUTS,
     OfficialCheckpointError,
     OfficialLayout,
@@ -20,12 +27,9 @@ from onebit.models.official import (
     official_keys,
 )
 
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared/spec/official-keys"
 PACKAGED_DIR = Path(onebit.models.official.__file__).with_name("official_keys")
 # Models above this size need GBs and minutes on a 2-core machine (BNext-S/M/L): run with -m slow.
 BIG = 50_000_000
-
-needs_keys = pytest.mark.skipif(not KEYS_DIR.is_dir(), reason=f"official key files not found at {KEYS_DIR}")
 
 
 def _layout_params() -> list:
@@ -41,11 +45,28 @@ LAYOUT_PARAMS = _layout_params()
 
 
 def _entries(layout: str) -> list[dict]:
+    """The official state-dict entries (``key``, ``shape``, ``dtype``, ``kind``, ``note``) of a layout."""
     lay = LAYOUTS.get(layout)
-    path = KEYS_DIR / f"{lay.keys or lay.name}.keys.json"
-    if not path.is_file():
-        pytest.skip(f"no keys file {path}")
-    return json.loads(path.read_text())["state_dict"]
+    compact = official_keys(lay.keys or lay.name)
+    assert compact is not None, f"no packaged key list for layout {layout}"
+    return [dict(zip(compact["columns"], row)) for row in compact["state_dict"]]
+
+
+def _value_kind(key: str, shape: tuple[int, ...]) -> str:
+    """What an official tensor holds, read off its key and shape (the official modules' attribute names)."""
+    owner, _, last = key.rpartition(".")
+    owner = owner.rpartition(".")[2]
+    if last == "running_var":
+        return "positive"
+    if last == "temperature":
+        return "temperature"
+    if last == "scale" and len(shape) == 4:  # the recoupling lambda [1, C, 1, 1] (fc.scale of the quantised fc is [])
+        return "recoupling_scale"
+    if last == "weight" and len(shape) == 1:  # PReLU slopes (prelu*, activation*) or BN affine weights
+        return "prelu_weight" if owner.startswith(("prelu", "activation")) else "positive"
+    if last == "weight" and len(shape) == 4 and "binary" not in key:  # stem, SE and downsample convs
+        return "real_conv_weight"
+    return "other"  # latent binary weights, shifts, biases, fc, quantiser clip buffers
 
 
 def random_official_state(entries: list[dict], seed: int = 0) -> dict[str, torch.Tensor]:
@@ -53,21 +74,22 @@ def random_official_state(entries: list[dict], seed: int = 0) -> dict[str, torch
     g = torch.Generator().manual_seed(seed)
     out = {}
     for e in entries:
-        shape, cat = tuple(e["shape"]), e["category"]
+        shape = tuple(e["shape"])
         if e["dtype"] == "int64":
             out[e["key"]] = torch.randint(0, 1000, shape, generator=g, dtype=torch.int64)
             continue
-        if cat in ("bn_running_var", "bn_weight"):
+        kind = _value_kind(e["key"], shape)
+        if kind == "positive":
             t = 0.75 + 0.5 * torch.rand(shape, generator=g)
-        elif cat == "temperature":
+        elif kind == "temperature":
             t = torch.full(shape, 0.9**3)
-        elif cat == "recoupling_scale":
+        elif kind == "recoupling_scale":
             t = torch.rand(shape, generator=g)
-        elif cat == "prelu_weight":
+        elif kind == "prelu_weight":
             t = 0.5 * torch.rand(shape, generator=g)
-        elif cat in ("stem_conv_weight", "se_conv_weight", "downsample_conv_weight"):
+        elif kind == "real_conv_weight":
             t = torch.randn(shape, generator=g) / max(1, torch.Size(shape[1:]).numel()) ** 0.5
-        else:  # latent binary weights, shifts, biases, fc
+        else:
             t = 0.1 * torch.randn(shape, generator=g)
         out[e["key"]] = t.to(torch.float32)
     return out
@@ -101,7 +123,6 @@ def test_reactnet_layouts_registered():
     assert {"reactnet_a", "reactnet_a_step1", "reactnet_a_reactnet_repo_layout"} <= set(LAYOUTS.list())
 
 
-@needs_keys
 @pytest.mark.parametrize("layout", LAYOUT_PARAMS)
 def test_import_export_roundtrip_and_forward(layout, states):
     state = states[layout]
@@ -121,7 +142,6 @@ def test_import_export_roundtrip_and_forward(layout, states):
     assert torch.equal(_logits(again), logits)
 
 
-@needs_keys
 @pytest.mark.parametrize("layout", LAYOUT_PARAMS)
 def test_errors_name_the_key(layout, states):
     state = states[layout]
@@ -142,7 +162,6 @@ def test_errors_name_the_key(layout, states):
 
 
 # ------------------------------------------------------------------------------------------ containers and files
-@needs_keys
 @pytest.mark.parametrize(
     "wrap",
     [
@@ -157,7 +176,6 @@ def test_containers(wrap, states):
     assert all(torch.equal(v, state[k]) for k, v in export_official(model, "reactnet_a").items())
 
 
-@needs_keys
 @pytest.mark.parametrize("suffix", [".pth.tar", ".pt", ".safetensors"])
 def test_files(suffix, states, tmp_path):
     state = states["reactnet_a"]
@@ -173,7 +191,6 @@ def test_files(suffix, states, tmp_path):
     assert all(torch.equal(v, state[k]) for k, v in exported.items())
 
 
-@needs_keys
 def test_pickled_objects_are_refused(states, tmp_path):
     path = tmp_path / "ckpt.pth.tar"
     torch.save({"state_dict": states["reactnet_a"], "args": argparse.Namespace(lr=1.0)}, path)
@@ -190,7 +207,6 @@ def test_unreadable_inputs(tmp_path):
         load_official("reactnet_b", {})
 
 
-@needs_keys
 def test_non_strict_ignores_unexpected(states):
     state = states["reactnet_a"]
     with pytest.warns(UserWarning, match="optimizer_thing"):
@@ -206,7 +222,6 @@ def test_export_refuses_a_foreign_model():
 
 
 # ------------------------------------------------------------------------------------------------ ReActNet specifics
-@needs_keys
 def test_reactnet_repo_flat_layout_equals_4d_layout(states):
     state4 = states["reactnet_a"]
     flat_keys = [e["key"] for e in _entries("reactnet_a_reactnet_repo_layout")]
@@ -223,7 +238,6 @@ def test_reactnet_repo_flat_layout_equals_4d_layout(states):
     assert all(torch.equal(v, state4[k]) for k, v in export_official(model_flat.float(), "reactnet_a").items())
 
 
-@needs_keys
 def test_step1_layout_keeps_weights_real(states):
     from onebit.layers import binary_layers
 
@@ -233,7 +247,6 @@ def test_step1_layout_keeps_weights_real(states):
 
 
 # ------------------------------------------------------------------------------------- engine paths without a family
-@needs_keys
 def test_unused_keys_and_model_only(states, monkeypatch):
     """A layout that drops an official key (key_map -> None) and leaves one of our keys to the model."""
     dropped = "feature.0.bn1.num_batches_tracked"
@@ -259,20 +272,40 @@ def test_unused_keys_and_model_only(states, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- packaged key lists
-@needs_keys
-@pytest.mark.parametrize("path", sorted(KEYS_DIR.glob("*.keys.json")), ids=lambda p: p.name.split(".")[0])
-def test_packaged_keys_match_shared(path):
-    expected = compact_keys(json.loads(path.read_text()))
-    packaged = PACKAGED_DIR / f"{expected['model']}.json"
-    assert packaged.is_file(), f"{packaged} missing: run write_compact_keys"
-    assert json.loads(packaged.read_text()) == expected
-    assert official_keys(expected["model"]) == expected
+PACKAGED = sorted(PACKAGED_DIR.glob("*.json"))
 
 
-@needs_keys
+@pytest.mark.parametrize("path", PACKAGED, ids=lambda p: p.stem)
+def test_packaged_keys_are_canonical_and_consistent(path):
+    """Each shipped key list is in the form :func:`compact_keys` writes, and its counts agree with its own rows."""
+    packaged = json.loads(path.read_text())
+    assert packaged["model"] == path.stem
+    assert packaged["columns"] == list(COMPACT_COLUMNS)
+    entries = [dict(zip(packaged["columns"], row)) for row in packaged["state_dict"]]
+    full = {k: v for k, v in packaged.items() if k not in ("columns", "state_dict")}
+    assert compact_keys({**full, "state_dict": entries}) == packaged
+    assert official_keys(path.stem) == packaged
+
+    keys = [e["key"] for e in entries]
+    assert len(set(keys)) == len(keys) and not any(k.startswith("module.") for k in keys)
+    assert {e["kind"] for e in entries} <= {"param", "buffer"}
+    assert {e["note"] for e in entries} <= {"", "unused_in_forward", "no_effect_on_forward"}
+    assert all(e["dtype"] == "int64" for e in entries if e["key"].endswith("num_batches_tracked"))
+
+    counts, ops = packaged["param_counts"], packaged["ops"]
+    n_params = sum(math.prod(e["shape"]) for e in entries if e["kind"] == "param")
+    assert counts["n_total"] == n_params == counts["n_binary"] + counts["n_nonbinary"]
+    binary_keys = [e for e in entries if e["kind"] == "param" and len(e["shape"]) in (2, 4) and "binary" in e["key"]]
+    if counts["n_binary"]:  # the step-1 layouts keep their binary-to-be convs real
+        assert counts["n_binary"] == sum(math.prod(e["shape"]) for e in binary_keys)
+    mib = (counts["n_binary"] + 32 * counts["n_nonbinary"]) / 8 / 2**20  # docs/official-code.md, *Model size*
+    assert counts["mb_1bit_binary_fp32_rest_MiB"] == pytest.approx(mib, rel=1e-12)
+    assert ops["OPs"] == pytest.approx(ops["BOPs"] / 64 + ops["FLOPs_nonbinary_macs"], rel=1e-12)
+
+
 def test_no_stale_packaged_keys():
-    shared = {p.name.split(".")[0] for p in KEYS_DIR.glob("*.keys.json")}
-    assert {p.stem for p in PACKAGED_DIR.glob("*.json")} == shared
+    used = {LAYOUTS.get(n).keys or n for n in LAYOUTS.list()}
+    assert {p.stem for p in PACKAGED} == used
 
 
 def test_every_layout_has_packaged_keys():
@@ -281,7 +314,6 @@ def test_every_layout_has_packaged_keys():
         assert official_keys(lay.keys or lay.name) is not None, name
 
 
-@needs_keys
 def test_wrong_layout_error_suggests_the_right_one(states):
     with pytest.raises(OfficialCheckpointError, match=r"binary_3x3\.weights.*exactly those of layout.*'reactnet_a'"):
         load_official("reactnet_a_reactnet_repo_layout", states["reactnet_a"])

@@ -115,7 +115,7 @@ def test_set_lr_and_errors():
     assert set_lr(opt, ScheduleConfig(name="constant"), 7, 10, 2) == 0.2
     assert set_lr(opt, ScheduleConfig(name="linear"), 10, 10, 2) == pytest.approx(0.1)
     assert all(g["lr"] == pytest.approx(0.1) for g in opt.param_groups)
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(ValueError, match="name must be one of"):
         lr_at(ScheduleConfig(name="step"), 1.0, 0, 1, 1)
     with pytest.raises(ValueError, match="per"):
         lr_at(ScheduleConfig(per="iteration"), 1.0, 0, 1, 1)

@@ -264,7 +264,8 @@ def test_fewer_bits_change_logits_more(trained, digits):
     errors, agree = _logit_changes(continuous, xv)
     assert 0 < errors[0] < 0.02 and agree[0] > 0.98
     assert errors[0] < errors[1] < errors[2]
-    # The BNN amplifies any change through sign flips (spec §9: chaotic), but fewer bits still change more.
+    # The BNN amplifies any change through sign flips (it is chaotic: docs/official-code.md, *Numerical
+    # equivalence*), but fewer bits still change more.
     errors, agree = _logit_changes(_copy(trained), xv)
     assert 0 < errors[0] < errors[1] < errors[2]
     assert agree[0] > 0.8 and agree[0] >= agree[2]
@@ -341,7 +342,7 @@ def test_size_estimate_matches_the_spec():
         tiny = create_model("bnext_tiny")
         quantize_(tiny, "8/8-4/8-4/8-8/8")
         se8 = create_model("bnext_tiny_quant", se_bits=8)
-    # spec §6: binary 1 bit, SE weights 4 bit, stem/fc weights 8 bit, rest fp32
+    # binary 1 bit, SE weights 4 bit, stem/fc weights 8 bit, rest fp32 (docs/official-code.md, *Model size*)
     assert quantized_size_mib(tiny) == pytest.approx(compact["mb_postquant_se4_io8_rest32_MiB"], abs=1e-9)
     assert quantized_size_mib(se8) == pytest.approx(
         official_keys("bnext_tiny_quant")["param_counts"]["mb_postquant_se8_io8_rest32_MiB"], abs=1e-9
@@ -401,8 +402,9 @@ def test_official_quant_import_export_and_se_bits():
 
 
 def _ref_weight(w: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
-    """Spec §2.6 weight quantiser written out: s = 2 mean|W| per output channel, clip, min-max per row (1x1, fc)
-    or per (out, in) kernel (k > 1), rescale. 32 bits still go through the formula (official QuantizeConv)."""
+    """The official weight quantiser written out (docs/official-code.md, *Quantised BNext*): s = 2 mean|W| per output
+    channel, clip, min-max per row (1x1, fc) or per (out, in) kernel (k > 1), rescale. 32 bits still go through the
+    formula (official QuantizeConv)."""
     s = 2 * w.abs().reshape(w.shape[0], -1).mean(1).reshape(-1, *[1] * (w.dim() - 1))
     v = (w / s).clamp(-clip, clip)
     g = v.reshape(w.shape[0], w.shape[1], -1) if w.dim() == 4 and w.shape[-1] > 1 else v.reshape(w.shape[0], -1)
@@ -413,8 +415,8 @@ def _ref_weight(w: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
 
 
 def _ref_act(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
-    """Spec §2.6 activation quantiser: [N, C, 1, 1] squeezed to [N, C] and min-max per sample; [N, C, H, W] min-max
-    per (sample, channel) over space; clipped first. 32 bits: unchanged."""
+    """The official activation quantiser (same section): [N, C, 1, 1] squeezed to [N, C] and min-max per sample;
+    [N, C, H, W] min-max per (sample, channel) over space; clipped first. 32 bits: unchanged."""
     if bits == 32:
         return x
     g = x.reshape(x.shape[0], -1) if x.dim() == 2 or x.shape[-1] * x.shape[-2] == 1 else x.flatten(2)
@@ -425,7 +427,7 @@ def _ref_act(x: torch.Tensor, bits: int, clip: float) -> torch.Tensor:
 
 
 def _patch_reference(ref: nn.Module, quant: nn.Module, stem: str, se_bits: tuple[int, int]) -> None:
-    """Replace the forwards of ``ref``'s stem, SE convs, downsample convs and fc by the spec formulas, with the
+    """Replace the forwards of ``ref``'s stem, SE convs, downsample convs and fc by the official formulas, with the
     biases of ``quant`` (whose downsample convs have one that the float model lacks)."""
     conv = ref.get_submodule(stem)
     conv.forward = lambda x, c=conv: F.conv2d(x, _ref_weight(c.weight, 8, 1000), None, c.stride, c.padding)
@@ -475,7 +477,7 @@ def test_quant_bnext_matches_float64_reference(se_bits, mode):
     ref.load_state_dict(_float_state(quant))
     for m in ref.modules():
         if isinstance(m, (InfoRCP, ELMAttention)):
-            m.scale_clamp_when = "train"  # bnext_quant.py: λ clamped in training only (spec §2.6)
+            m.scale_clamp_when = "train"  # bnext_quant.py: λ clamped in training only
     _patch_reference(ref, quant, "feature.0.conv1", (se_bits, se_bits))
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
     for m in (quant, ref, float_model):
@@ -549,9 +551,9 @@ def test_quantize_command(trained, tmp_path, capsys):
     assert report["after_finetune"] == evaluate(loaded, val, torch.device("cpu"))
 
     assert main(["quantize", str(src), "--bits", "8/8-4/8", "--out", str(tmp_path / "bad")]) == 2
-    assert "expected 4 groups" in capsys.readouterr().out
+    assert "expected 4 groups" in capsys.readouterr().err
     assert main(["quantize", "bnext_digits", "--bits", "8/8"]) == 2
-    assert "give --out" in capsys.readouterr().out
+    assert "give --out" in capsys.readouterr().err
 
 
 def test_quantize_command_on_a_run_directory(trained, tmp_path, capsys):

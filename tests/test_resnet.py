@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +11,7 @@ from torch import Tensor, nn
 
 from onebit.layers import BinaryConv2d, LearnableBias, binary_layers, set_binarization
 from onebit.models import create_model
-from onebit.models.official import LAYOUTS
+from onebit.models.official import LAYOUTS, official_keys
 from onebit.models.resnet import (
     BINARY_RESNET18,
     BIREALNET18,
@@ -35,15 +33,14 @@ CONFIGS = {
     "binary_resnet18": BINARY_RESNET18,
 }
 MODELS = list(CONFIGS)
-KEYS_DIR = Path(__file__).resolve().parents[2] / "shared/spec/official-keys"
 EPS = 1e-5  # BatchNorm2d default, as in the official code
 
 
 def _keys(name: str) -> dict:
-    path = KEYS_DIR / f"{name}.keys.json"
-    if not path.is_file():
-        pytest.skip(f"official keys file {path} not available")
-    return json.loads(path.read_text())
+    """The shipped key list of an official layout, its ``state_dict`` rows as dicts (``key``, ``shape``, ...)."""
+    compact = official_keys(name)
+    assert compact is not None, f"no packaged key list for {name}"
+    return {**compact, "state_dict": [dict(zip(compact["columns"], row)) for row in compact["state_dict"]]}
 
 
 @torch.no_grad()
@@ -168,7 +165,7 @@ def test_official_keys_map_one_to_one(layout):
     assert all(m.binarize_weight == (layout == "reactnet_resnet18") for _, m in binary_layers(model))
     assert sum(p.numel() for p in model.parameters()) == spec["param_counts"]["n_total"]
     ours = model.state_dict()
-    assert len(ours) == spec["n_state_dict_entries"]
+    assert len(ours) == len(spec["state_dict"])
     mapped = set()
     for entry in spec["state_dict"]:
         key = LAYOUTS.get(layout).key_map(entry["key"])
@@ -215,7 +212,8 @@ def _ref_downsample(x: Tensor, sd: dict, p: str, stride: int) -> Tensor:
 
 
 def _ref_reactnet_block(x: Tensor, sd: dict, p: str, stride: int, binary_weight: bool) -> Tensor:
-    """Spec §3.3: O = BN(conv(sign(X + b0), alpha sign W)) + s(X); out = PReLU(O + b1) + b2."""
+    """O = BN(conv(sign(X + b0), alpha sign W)) + s(X); out = PReLU(O + b1) + b2 (docs/official-code.md, *ReActNet
+    ResNet-18*)."""
     w = sd[p + ".binary_conv.weight"]
     o = F.conv2d(torch.sign(x + sd[p + ".move0.bias"]), _alpha_sign(w) if binary_weight else w, None, stride, 1)
     o = _bn(o, sd, p + ".bn1") + _ref_downsample(x, sd, p, stride)
@@ -223,7 +221,7 @@ def _ref_reactnet_block(x: Tensor, sd: dict, p: str, stride: int, binary_weight:
 
 
 def _ref_reactnet_resnet18(x: Tensor, sd: dict, binary_weight: bool) -> Tensor:
-    """Spec §3.3 end to end: 7x7/2 stem -> BN -> max-pool 3x3/2, 4 x 4 blocks, global average pool -> fc."""
+    """The whole network (same section): 7x7/2 stem -> BN -> max-pool 3x3/2, 4 x 4 blocks, global average pool -> fc."""
     x = F.max_pool2d(_bn(F.conv2d(x, sd["conv1.weight"], None, 2, 3), sd, "bn1"), 3, 2, 1)
     for stage in range(1, 5):
         for j in range(4):

@@ -123,7 +123,7 @@ def test_cli_lists_the_new_studies_and_rejects_bad_overrides(capsys, tmp_path):
     assert "kd:" in out and "augmentation:" in out
     code = main(["study", "augmentation", "--seeds", "1", "--runs", str(tmp_path), "--override", "data.nope=1"])
     assert code == 2
-    assert "data.nope" in capsys.readouterr().out
+    assert "data.nope" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch: a few seconds for one import-order check

@@ -1,6 +1,6 @@
 """Model complexity in the papers' conventions: #Param (MB), BOPs, FLOPs, OPs.
 
-Conventions (ReActNet/BNext papers, spec ``official-models.md`` §6):
+Conventions (ReActNet/BNext papers; ``docs/official-code.md``, *Model size* and *Operation counts*):
 
 * **Parameters** are split into *binary* — the latent weights of :class:`~onebit.layers.BinaryMixin` layers whose
   ``binarize_weight`` is on — and *real*: every other parameter (BN affine, PReLU, shifts, lambda, SE, stem, fc, and
@@ -290,7 +290,8 @@ def format_table(report: ComplexityReport, per_layer: bool = False, title: str |
 
 
 def quantized_size_mib(model: nn.Module) -> float:
-    """#Param (MB) in the papers' convention (spec §6.1) with quantised weights at their bit width.
+    """#Param (MB) in the papers' convention (``docs/official-code.md``, *Model size*) with quantised weights at their
+    bit width.
 
     Binary latent weights count 1 bit, the weights of quantised layers their weight bits, every other parameter
     (biases, BN affine, PReLU, shifts, λ) 32 bits; buffers (BN statistics, clip values) and the per-group

@@ -11,25 +11,22 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-__all__ = ["add_parser"]
+from onebit.commands.common import UsageError, load_model_arg
+from onebit.kernels.benchmark import bench_model
+from onebit.models.io import input_channels
+from onebit.report import atomic_write_text
+
+__all__ = ["NAME", "add_parser", "run"]
+
+NAME = "bench"
 
 
-def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
-    from onebit.kernels.benchmark import bench_model
-    from onebit.models.io import ModelLoadError, input_channels, load_model
-    from onebit.report import atomic_write_text
-
+def run(args: argparse.Namespace, console: Console) -> int:
     if args.threads < 1 or args.batch < 1 or args.resolution < 8 or args.repeats < 1:
-        console.print("[red]error:[/] --threads, --batch, --repeats must be >= 1 and --resolution >= 8")
-        return 2
-    try:
-        model, info = load_model(args.model)
-    except (ModelLoadError, OSError, ValueError) as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
+        raise UsageError("--threads, --batch, --repeats must be >= 1 and --resolution >= 8")
+    model, info = load_model_arg(args.model)
     res = bench_model(
         model,
         threads=args.threads,
@@ -82,8 +79,9 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def add_parser(sub) -> None:
-    b = sub.add_parser("bench", help="latency of fp32 eval vs the packed XOR-popcount engine (and bf16), with JSON")
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``bench`` to the ``onebit`` command line."""
+    b = subparsers.add_parser(NAME, help="latency of fp32 eval vs the packed XOR-popcount engine (and bf16), with JSON")
     b.add_argument("model", help="registered model name, model directory or run directory")
     b.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads (default 1)")
     b.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
@@ -94,4 +92,4 @@ def add_parser(sub) -> None:
     b.add_argument("--no-per-layer", action="store_true", help="skip the per-block breakdown")
     b.add_argument("--no-samples", action="store_true", help="leave the raw timing samples out of the JSON")
     b.add_argument("--out", help="JSON path (default bench.json in a run dir, else bench-<model>.json)")
-    b.set_defaults(fn=_cmd_bench)
+    return b

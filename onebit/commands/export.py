@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["add_parser"]
+from onebit.commands.common import UsageError, load_model_arg
+from onebit.export import compare_onnx, export_onnx, export_packed
+from onebit.models.io import input_channels
+
+__all__ = ["NAME", "add_parser", "run"]
+
+NAME = "export"
 
 
 def _input_size(model, info: dict, resolution: int | None) -> tuple[int, int, int]:
-    from onebit.models.io import input_channels
-
     if resolution:
         return (input_channels(model), resolution, resolution)
     size = info.get("input_size")
@@ -25,8 +30,6 @@ def _input_size(model, info: dict, resolution: int | None) -> tuple[int, int, in
 
 
 def _packed(args: argparse.Namespace, model, info: dict, console: Console) -> int:
-    from onebit.export import export_packed
-
     meta = {"source": str(args.model), "input_size": list(_input_size(model, info, args.resolution))}
     report = export_packed(model, args.out, meta=meta)
     table = Table(title=f"Packed artefact of {args.model}")
@@ -53,12 +56,11 @@ def _packed(args: argparse.Namespace, model, info: dict, console: Console) -> in
 
 
 def _onnx(args: argparse.Namespace, model, info: dict, console: Console) -> int:
-    import torch
-
-    from onebit.export import compare_onnx, export_onnx
-
     size = _input_size(model, info, args.resolution)
-    report = export_onnx(model, args.out, (1, *size), opset=args.opset, dynamo=args.dynamo)
+    try:
+        report = export_onnx(model, args.out, (1, *size), opset=args.opset, dynamo=args.dynamo)
+    except ImportError as e:  # the onnx exporter's optional dependencies
+        raise UsageError(f'{e} (pip install "onebit[onnx]")') from e
     console.print(f"Wrote {report['path']} ({report['bytes']:,} bytes, opset {report['opset']}, {report['exporter']})")
     if "ops" in report:
         console.print("ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))
@@ -77,31 +79,16 @@ def _onnx(args: argparse.Namespace, model, info: dict, console: Console) -> int:
     return 0 if ok else 1
 
 
-def _cmd_export(args: argparse.Namespace, console: Console) -> int:
-    from onebit.checkpoint import CheckpointError
-    from onebit.export import ExportError
-    from onebit.models.io import ModelLoadError, load_model
-
-    try:
-        model, info = load_model(args.model)
-    except (ModelLoadError, CheckpointError, OSError, ValueError) as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
+def run(args: argparse.Namespace, console: Console) -> int:
+    model, info = load_model_arg(args.model)
     model.eval()
-    try:
-        return (_packed if args.format == "packed" else _onnx)(args, model, info, console)
-    except ExportError as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
-    except ImportError as e:
-        console.print(f'[red]error:[/] {e} (pip install "onebit[onnx]")')
-        return 2
+    return (_packed if args.format == "packed" else _onnx)(args, model, info, console)
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``export`` to the ``onebit`` command line."""
     p = subparsers.add_parser(
-        "export", help="write the packed 1-bit artefact (safetensors) or the ONNX inference graph of a model"
+        NAME, help="write the packed 1-bit artefact (safetensors) or the ONNX inference graph of a model"
     )
     p.add_argument("model", help="registered model name, model directory or run directory")
     p.add_argument("--format", choices=("packed", "onnx"), default="packed", help="artefact kind (default packed)")
@@ -111,4 +98,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--dynamo", action="store_true", help="use the torch.export-based ONNX exporter (needs onnxscript)")
-    p.set_defaults(fn=_cmd_export)
+    return p

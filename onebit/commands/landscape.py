@@ -6,16 +6,31 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
 from rich.console import Console
 
+from onebit.analysis.landscape import (
+    LandscapeError,
+    default_loss,
+    landscape_1d,
+    landscape_2d,
+    load_run_stage,
+    plot_landscape,
+    sample_batches,
+    save_landscape,
+)
+from onebit.config import DataConfig
+from onebit.data import build_data
+from onebit.models.io import input_channels, load_model
 
-def _load(args: argparse.Namespace, console: Console):
+__all__ = ["NAME", "USER_ERRORS", "add_parser", "run"]
+
+NAME = "landscape"
+USER_ERRORS = (KeyError, OSError)  # an unknown model or data set name, an unreadable file
+
+
+def _load(args: argparse.Namespace):
     """(model, batches, info, default out dir) for a run directory or a model directory."""
-    from onebit.analysis.landscape import LandscapeError, load_run_stage, sample_batches
-    from onebit.config import DataConfig
-    from onebit.data import build_data
-    from onebit.models.io import input_channels, load_model
-
     ref = Path(args.ref)
     if (ref / "config.json").exists():
         model, cfg, info = load_run_stage(ref, args.stage)
@@ -42,25 +57,8 @@ def _load(args: argparse.Namespace, console: Console):
     return model, batches, info, out
 
 
-def _cmd(args: argparse.Namespace, console: Console) -> int:
-    import torch
-
-    from onebit.analysis.landscape import (
-        LandscapeError,
-        default_loss,
-        landscape_1d,
-        landscape_2d,
-        plot_landscape,
-        save_landscape,
-    )
-    from onebit.checkpoint import CheckpointError
-    from onebit.models.io import ModelLoadError
-
-    try:
-        model, batches, info, out = _load(args, console)
-    except (LandscapeError, ModelLoadError, CheckpointError, KeyError, OSError) as e:
-        console.print(f"[red]error:[/] {e.args[0] if isinstance(e, KeyError) else e}")
-        return 2
+def run(args: argparse.Namespace, console: Console) -> int:
+    model, batches, info, out = _load(args)
     out = Path(args.out) if args.out else out
     if args.threads:
         # small models on few shared cores run many times faster single-threaded than oversubscribed
@@ -75,26 +73,22 @@ def _cmd(args: argparse.Namespace, console: Console) -> int:
     )
     title = f"{info.get('model', info.get('model_ref', ''))} {info.get('stage', '')} — {d['samples']} {d['split']}"
     files, summary = [], {}
-    try:
-        for mode in ("1d", "2d") if args.mode == "both" else (args.mode,):
-            fn = landscape_1d if mode == "1d" else landscape_2d
-            res = fn(model, default_loss, batches, points=args.points, span=args.span, seed=args.seed, console=console)
-            res.info.update(info)
-            files += save_landscape(res, out) + plot_landscape(res, out, title=f"{title} ({mode.upper()})")
-            c_loss, c_acc = res.center
-            summary[mode] = {
-                "center_loss": c_loss,
-                "center_acc": c_acc,
-                "min_loss": float(res.loss[res.loss == res.loss].min()),
-                "max_loss": float(res.loss[res.loss == res.loss].max()),
-            }
-            console.print(
-                f"{mode.upper()}: loss at the trained weights {c_loss:.4f} (acc {100 * c_acc:.2f}%), "
-                f"grid min {summary[mode]['min_loss']:.4f}, max {summary[mode]['max_loss']:.4f}"
-            )
-    except LandscapeError as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
+    for mode in ("1d", "2d") if args.mode == "both" else (args.mode,):
+        fn = landscape_1d if mode == "1d" else landscape_2d
+        res = fn(model, default_loss, batches, points=args.points, span=args.span, seed=args.seed, console=console)
+        res.info.update(info)
+        files += save_landscape(res, out) + plot_landscape(res, out, title=f"{title} ({mode.upper()})")
+        c_loss, c_acc = res.center
+        summary[mode] = {
+            "center_loss": c_loss,
+            "center_acc": c_acc,
+            "min_loss": float(res.loss[res.loss == res.loss].min()),
+            "max_loss": float(res.loss[res.loss == res.loss].max()),
+        }
+        console.print(
+            f"{mode.upper()}: loss at the trained weights {c_loss:.4f} (acc {100 * c_acc:.2f}%), "
+            f"grid min {summary[mode]['min_loss']:.4f}, max {summary[mode]['max_loss']:.4f}"
+        )
     if args.json:
         print(json.dumps({"out": str(out), "files": [str(f) for f in files], **summary}))
     for f in files:
@@ -102,9 +96,10 @@ def _cmd(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``landscape`` to the ``onebit`` command line."""
     p = subparsers.add_parser(
-        "landscape",
+        NAME,
         help="loss landscape (Li et al. 2018) of a run's stage checkpoint or a model directory: 1-D, 2-D, 3-D plots",
         description="Evaluates the loss (and accuracy) at theta + a*delta (+ b*eta) for random Gaussian directions "
         "with filter-wise normalisation (biases and BN parameters not perturbed; BN in eval mode with its running "
@@ -126,4 +121,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="model directories only: data set root")
     p.add_argument("--image-size", type=int, help="model directories only: image size (default the model's)")
     p.add_argument("--json", action="store_true", help="also print a JSON line with the output paths and numbers")
-    p.set_defaults(fn=_cmd)
+    return p

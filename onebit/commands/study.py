@@ -6,36 +6,34 @@ import argparse
 
 from rich.console import Console
 
+from onebit.studies import STUDIES, run_study
 
-def _run(args: argparse.Namespace, console: Console) -> int:
-    from onebit.config import ConfigError
-    from onebit.studies import STUDIES, run_study
+__all__ = ["NAME", "USER_ERRORS", "add_parser", "run"]
 
+NAME = "study"
+USER_ERRORS = (KeyError,)  # an unknown study name
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
     if args.name == "list":
         for s in STUDIES.values():
             console.print(f"[bold]{s.name}[/]: {s.title}")
         return 0
-    try:
-        run_study(
-            args.name,
-            seeds=args.seeds,
-            root=args.runs,
-            docs=args.docs,
-            console=console,
-            epochs=args.epochs,
-            overrides=args.override,
-        )
-    except KeyError as e:
-        console.print(f"[red]error:[/] {e.args[0]}")
-        return 2
-    except ConfigError as e:
-        console.print(f"[red]error:[/] --override: {e}")
-        return 2
+    run_study(
+        args.name,
+        seeds=args.seeds,
+        root=args.runs,
+        docs=args.docs,
+        console=console,
+        epochs=args.epochs,
+        overrides=args.override,
+    )
     return 0
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("study", help="run a small-scale reproduction study (`onebit study list`)")
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``study`` to the ``onebit`` command line."""
+    p = subparsers.add_parser(NAME, help="run a small-scale reproduction study (`onebit study list`)")
     p.add_argument("name", help="study name, or `list`")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     p.add_argument("--epochs", type=int, help="epochs per stage (default: the study's)")
@@ -49,4 +47,4 @@ def add_parser(sub) -> None:
         help="config override applied to every run of the study, teachers included (repeatable)",
     )
     p.add_argument("--docs", default="docs/studies", help="where the markdown report and figures go")
-    p.set_defaults(fn=_run)
+    return p

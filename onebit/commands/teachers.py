@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from rich.console import Console
+from rich.table import Table
 
-__all__ = ["add_parser"]
+from onebit.commands.common import UsageError
+from onebit.config import DataConfig
+from onebit.data import build_data
+from onebit.distill import count_params, rank_teachers
+from onebit.models.io import input_channels, load_model
+
+__all__ = ["NAME", "add_parser", "run"]
+
+NAME = "teachers"
 
 
 def _parse_acc(items: list[str]) -> dict[str, float]:
@@ -15,19 +25,16 @@ def _parse_acc(items: list[str]) -> dict[str, float]:
     for item in items:
         name, sep, value = item.rpartition("=")
         if not sep or not name:
-            raise ValueError(f"--acc expects NAME=ACCURACY, got {item!r}")
-        out[name] = float(value)
+            raise UsageError(f"--acc expects NAME=ACCURACY, got {item!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--acc expects NAME=ACCURACY, got {item!r}") from None
     return out
 
 
 def _measure_accuracy(model, info: dict, data: str, samples: int) -> float:
     """Top-1 accuracy (fraction) of ``model`` on the first ``samples`` validation images of ``data``."""
-    import torch
-
-    from onebit.config import DataConfig
-    from onebit.data import build_data
-    from onebit.models.io import input_channels
-
     if data == "digits":
         size = info.get("input_size")
         chans = input_channels(model)
@@ -51,39 +58,22 @@ def _measure_accuracy(model, info: dict, data: str, samples: int) -> float:
     return correct / max(total, 1)
 
 
-def _cmd_rank(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
-    from onebit.checkpoint import CheckpointError
-    from onebit.distill import count_params, rank_teachers
-    from onebit.models.io import ModelLoadError, load_model
-
-    try:
-        acc = _parse_acc(args.acc or [])
-    except ValueError as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
+def _rank(args: argparse.Namespace, console: Console) -> int:
+    acc = _parse_acc(args.acc or [])
     if args.samples < 1:
-        console.print("[red]error:[/] --samples must be at least 1")
-        return 2
+        raise UsageError("--samples must be at least 1")
     unknown = sorted(set(acc) - set(args.teachers))
     if unknown:
-        console.print(f"[red]error:[/] --acc names teachers not listed: {', '.join(unknown)}")
-        return 2
+        raise UsageError(f"--acc names teachers not listed: {', '.join(unknown)}")
     entries = []
     for ref in args.teachers:
-        try:
-            model, info = load_model(ref)
-        except (ModelLoadError, CheckpointError, FileNotFoundError) as e:
-            console.print(f"[red]error:[/] {e}")
-            return 2
+        model, info = load_model(ref)
         if ref in acc:
             accuracy = acc[ref]
         elif args.data:
             accuracy = _measure_accuracy(model, info, args.data, args.samples)
         else:
-            console.print(f"[red]error:[/] no accuracy for {ref}: give --acc {ref}=ACC or --data")
-            return 2
+            raise UsageError(f"no accuracy for {ref}: give --acc {ref}=ACC or --data")
         entries.append({"name": ref, "params_millions": count_params(model) / 1e6, "accuracy": accuracy})
     rows = rank_teachers(entries, include_strong=args.include_strong)
 
@@ -107,9 +97,13 @@ def _cmd_rank(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def run(args: argparse.Namespace, console: Console) -> int:
+    return {"rank": _rank}[args.teachers_command](args, console)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``teachers`` (with ``rank``) to the ``onebit`` command line."""
-    p = subparsers.add_parser("teachers", help="teacher selection for distillation (knowledge complexity)")
+    p = subparsers.add_parser(NAME, help="teacher selection for distillation (knowledge complexity)")
     sub = p.add_subparsers(dest="teachers_command", required=True)
     r = sub.add_parser(
         "rank", help="rank teachers by knowledge complexity and propose the strong teacher + assistant group"
@@ -125,4 +119,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also use the strong teacher as the last assistant (BNext-L's group)",
     )
-    r.set_defaults(fn=_cmd_rank)
+    return p

@@ -7,17 +7,16 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from onebit.analysis.toy import ToyConfig, plot_toy, save_toy, toy_experiment
 
-def _cmd(args: argparse.Namespace, console: Console) -> int:
-    from onebit.analysis.toy import ToyConfig, plot_toy, save_toy, toy_experiment
+__all__ = ["NAME", "USER_ERRORS", "add_parser", "run"]
 
-    try:
-        cfg = ToyConfig(
-            steps=args.steps, lr_sgd=args.lr_sgd, lr_adam=args.lr_adam, momentum=args.momentum, seed=args.seed
-        )
-    except ValueError as e:
-        console.print(f"[red]error:[/] {e}")
-        return 2
+NAME = "toy-landscape"
+USER_ERRORS = (ValueError,)  # ToyConfig's validation of the options
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    cfg = ToyConfig(steps=args.steps, lr_sgd=args.lr_sgd, lr_adam=args.lr_adam, momentum=args.momentum, seed=args.seed)
     result = toy_experiment(cfg)
     files = [save_toy(result, args.out), *plot_toy(result, args.out)]
     n = result.numbers
@@ -46,9 +45,10 @@ def _cmd(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``toy-landscape`` to the ``onebit`` command line."""
     p = subparsers.add_parser(
-        "toy-landscape",
+        NAME,
         help="AdamBNN Fig. 6: two sign nodes, sign vs clip surfaces, SGD vs Adam over the same gradients",
         description="Two latent weights binarized by sign, loss (sign w1 + sign w2 - 2)^2/4; gradients of the clip "
         "(STE) surface with a saturating node 1; SGD (momentum) and Adam replay the same gradient sequence. Prints "
@@ -60,4 +60,4 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-adam", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-batch input magnitudes (default 0)")
-    p.set_defaults(fn=_cmd)
+    return p

@@ -21,21 +21,26 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from onebit.config import DataConfig
+from onebit.config import DataConfig, Interpolation
 from onebit.data.base import DATASETS, DataBundle, DataSetError, EpochLoader
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FolderLoader", "ImageFolder", "build_imagenet"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESAMPLE", "FolderLoader", "ImageFolder", "build_imagenet"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"}
 
 
-def _resample(name: str) -> int:
+#: PIL filter of each :data:`onebit.config.Interpolation` choice (``tests/test_config.py`` checks the keys).
+RESAMPLE: dict[Interpolation, int] = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def _resample(name: Interpolation) -> int:
+    # ``DataConfig`` only holds valid names; this guards direct use of ``ImageFolder``, once per split
     try:
-        return {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[name]
+        return RESAMPLE[name]
     except KeyError:
-        raise DataSetError(f"data.interpolation must be 'bilinear' or 'bicubic', got {name!r}") from None
+        raise DataSetError(f"interpolation must be one of {', '.join(map(repr, RESAMPLE))}, got {name!r}") from None
 
 
 class ImageFolder(Dataset):
@@ -48,7 +53,7 @@ class ImageFolder(Dataset):
         train: bool,
         image_size: int,
         val_resize: int,
-        interpolation: str,
+        interpolation: Interpolation,
         classes: list[str] | None = None,
     ) -> None:
         self.root = Path(root)

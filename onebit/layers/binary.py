@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.binarize import build_binarizer, clamp_latent_
-from onebit.layers.fused import TRAINING_PATHS, lean_binary_conv2d, lean_spec
+from onebit.config import TrainingPath
+from onebit.layers.fused import lean_binary_conv2d, lean_spec
 
 __all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMixin", "is_binary_layer"]
 
@@ -24,13 +25,13 @@ class BinaryMixin:
     Function of :mod:`onebit.layers.fused` for the configurations it expresses, else the binarizer modules: the
     same values, bit for bit), ``"module"`` (the binarizer modules always) or ``"reference"`` (the official code's
     composed arithmetic, see :meth:`onebit.binarize.Binarizer.reference`). Set it for a whole model with
-    :func:`onebit.layers.set_training_path`.
+    :func:`onebit.layers.set_training_path`, which checks the value (the forward does not).
     """
 
     input_binarizer: nn.Module
     weight_binarizer: nn.Module
     weight: nn.Parameter
-    training_path: str = "lean"
+    training_path: TrainingPath = "lean"
 
     def _init_binary(
         self,
@@ -64,8 +65,6 @@ class BinaryMixin:
 
     def _operands(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(binarized input, binarized weight) on the module path or, for ``"reference"``, the official arithmetic."""
-        if self.training_path not in TRAINING_PATHS:
-            raise ValueError(f"training_path must be one of {TRAINING_PATHS}, got {self.training_path!r}")
         if self.training_path != "reference":
             return self.binary_input(x), self.binary_weight()
         self._clamp_latent()

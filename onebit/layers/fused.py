@@ -38,6 +38,7 @@ exactly as ``F.conv2d`` would (the sign is exact in bf16/fp16) and the STE and m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ from onebit.binarize import (
     scaled_sign_value,
     sign,
 )
+from onebit.config import TrainingPath
 
 __all__ = [
     "TRAINING_PATHS",
@@ -67,7 +69,8 @@ __all__ = [
 
 #: ``"lean"``: the fused Function (default); ``"module"``: the binarizer modules' own autograd Functions (what lean
 #: falls back to, and the forward before the lean path existed); ``"reference"``: the official composed arithmetic.
-TRAINING_PATHS = ("lean", "module", "reference")
+#: The choices of :data:`onebit.config.TrainingPath`.
+TRAINING_PATHS: tuple[TrainingPath, ...] = get_args(TrainingPath)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ classifier; each group is "weight bits / input-activation bits" of those layers.
 is I-SE-O with S = E; the text under Table 7 ("decreasing the bit-width of weights in SE branch to 4 bits (with 8-bit
 activations)") confirms S and E are the two SE convs and W/A the order. 32 bits means "not quantised".
 
-**The quantiser** (``utils_quant.AsymQuantizer`` of the official code, spec ``official-models.md`` §2.6). For a group
-of values v (clipped first to [lo, hi] by the layer's clip buffer), with L = 2^b - 1:
+**The quantiser** (``utils_quant.AsymQuantizer`` of the official code; ``docs/official-code.md``, *Quantised BNext*).
+For a group of values v (clipped first to [lo, hi] by the layer's clip buffer), with L = 2^b - 1:
 
     mn = min(v), mx = max(v), d = (mx - mn) + 1e-8
     code = round((v - mn) / d * L)                        (an integer in 0..L)

@@ -1,7 +1,7 @@
 """BNext: BNext-T/S/M/L (``hpi-xnor/BNext`` ``src/bnext.py``) and BNext-18 (``src/birealnet.py``).
 
-Computes what the released code computes (spec ``official-models.md`` §2 and §3.1), with the official module names,
-so official state dicts map onto ours with three renames only (see :func:`official_key_map`).
+Computes what the released code computes (``docs/official-code.md``, *BNext* and *BNext-18*), with the official
+module names, so official state dicts map onto ours with three renames only (see :func:`official_key_map`).
 
 **Processors.** Every block is built from processors that share one binary branch
 
@@ -33,8 +33,8 @@ Block i maps C_in = list[i-1] to C_out = list[i], with stride 2 iff C_in != C_ou
 processor (C_in -> C_in, the block stride) is stored as ``Attention`` and is an ELM-Attention for even i >= 2 only
 (**[paper≠code]**: the paper puts ELM-Attention in every block), an Info-RCP 3x3 otherwise; then one ``FFN`` 1x1
 Info-RCP, or ``FFN_1`` and ``FFN_2`` on the same input concatenated to 2C when the width doubles.
-Ablations (§2.5): ``elm_attention=False`` makes every 3x3 processor an Info-RCP stored as ``FFN_3x3``;
-``infor_recoupling=False`` drops ``se``/``scale`` everywhere.
+Ablations (the official ``ELM_Attention`` / ``Infor_Recoupling`` switches): ``elm_attention=False`` makes every 3x3
+processor an Info-RCP stored as ``FFN_3x3``; ``infor_recoupling=False`` drops ``se``/``scale`` everywhere.
 
 **BNext-18**: 7x7/2 stem conv, BN, 3x3/2 max pool (CIFAR, ``num_classes != 1000``: 3x3/1 conv, no pool), four stages
 ``layer0..layer3`` of two blocks (widths 64..512), each block an ELM-Attention (C_in -> C_out, stride, downsample) and
@@ -42,7 +42,8 @@ an Info-RCP 3x3; head PReLU, GAP, ``fc``. The official BNext-18 ``HardSign`` add
 straight-through expression, which perturbs the ±1 outputs by one ulp; here the sign is exact.
 
 All computation happens in the dtype of the parameters (``model.double()`` gives a float64 model, temperature buffers
-included), which is how equivalence with the official code is checked (see spec §9).
+included), which is how equivalence with the official code is checked (see ``docs/official-code.md``, *Numerical
+equivalence*).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _widths(base: int, stages: Sequence[int]) -> tuple[int, ...]:
     return tuple(out)
 
 
-#: Entry 0 = stem width, then the output width of each block (spec §2.1).
+#: Entry 0 = stem width, then the output width of each block (``docs/official-code.md``, *BNext*).
 BNEXT_CHANNELS: dict[str, tuple[int, ...]] = {
     "tiny": _widths(32, (2, 2, 6, 2)),
     "small": _widths(48, (2, 2, 6, 2)),

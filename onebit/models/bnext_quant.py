@@ -1,5 +1,5 @@
-"""Quantised BNext (``hpi-xnor/BNext`` ``src/bnext_quant.py``, spec ``official-models.md`` §2.6) and the generic
-``quantized`` entrypoint that rebuilds any model rewritten by :func:`onebit.layers.quant.quantize_`.
+"""Quantised BNext (``hpi-xnor/BNext`` ``src/bnext_quant.py``; ``docs/official-code.md``, *Quantised BNext*) and the
+generic ``quantized`` entrypoint that rebuilds any model rewritten by :func:`onebit.layers.quant.quantize_`.
 
 ``bnext_quant.py``'s ``BNext(num_classes, size, quant=True, se_bits)`` is BNext-T/S/M/L with
 
@@ -21,13 +21,13 @@ pass through the min-max quantiser with 2^32 - 1 levels, about one ulp from the 
 ``bnext_quant.py``'s own ``size="large"`` is a 48-wide network that is not in the paper (its ``"super"`` is BNext-L);
 :func:`bnext_large_quant` is BNext-L (the widths of ``bnext.py``).
 
-**BNext-18** (``birealnet_quant.py`` ``birealnet18(quant=True, se_bits=8)``, layout ``bnext18_quant``, spec §3.1
-calls the file a buggy copy): :class:`~onebit.models.bnext.BNext18` with the 7x7 stem W8 (image input not quantised),
-the SE convs at W ``se_bits`` / A **2·se_bits** (as that file does), the real 1x1 downsample convs replaced by
-quantised W8/A8 convs **with a bias** (their 4-D inputs quantised per sample and channel over space), the classifier
-W8/A8. Not reproduced: that file's eval-mode weight expression ``(b - W) + W`` (differs from b by at most an ulp,
-like the BNext-18 ``HardSign`` quirk that ``bnext.py`` documents); with ``num_classes != 1000`` its small stem stays
-float, here it is a 32/32 quantised conv that computes the float conv.
+**BNext-18** (``birealnet_quant.py`` ``birealnet18(quant=True, se_bits=8)``, layout ``bnext18_quant``;
+``docs/official-code.md``, *BNext-18*, calls the file a buggy copy): :class:`~onebit.models.bnext.BNext18` with the
+7x7 stem W8 (image input not quantised), the SE convs at W ``se_bits`` / A **2·se_bits** (as that file does), the
+real 1x1 downsample convs replaced by quantised W8/A8 convs **with a bias** (their 4-D inputs quantised per sample
+and channel over space), the classifier W8/A8. Not reproduced: that file's eval-mode weight expression ``(b - W) + W``
+(differs from b by at most an ulp, like the BNext-18 ``HardSign`` quirk that ``bnext.py`` documents); with
+``num_classes != 1000`` its small stem stays float, here it is a 32/32 quantised conv that computes the float conv.
 """
 
 from __future__ import annotations

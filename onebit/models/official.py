@@ -1,4 +1,4 @@
-"""Import and export of the papers' released checkpoints (the layouts of ``spec/official-keys``).
+"""Import and export of the papers' released checkpoints (layouts: ``docs/official-code.md``, *Checkpoint layouts*).
 
 A family file declares each official layout it can read with :func:`register_layout`; the engine
 (:func:`load_official`, :func:`export_official`) is shared by all of them::
@@ -7,19 +7,20 @@ A family file declares each official layout it can read with :func:`register_lay
     sd = export_official(model, "bnext_tiny")                    # our model -> official keys, shapes, dtypes
 
 **Validation.** Every layout with a packaged key list (``onebit/models/official_keys/<name>.json``, a compact copy of
-``spec/official-keys/<name>.keys.json`` made by :func:`compact_keys`) is checked key by key: a missing key, a key of
-the wrong shape, or (with ``strict=True``) a key the official code never saves is an :class:`OfficialCheckpointError`
-naming the key, the layout, what was expected and the closest keys. Every official key must then map to a key of our
-model (or be declared unused by the layout's ``key_map`` returning ``None``), and every key of our model must be
-filled, so an import can never leave part of the model at its random initialisation. Temperatures, BN statistics
-and everything else in the state dict are state like any other and come from the checkpoint.
+``<name>.keys.json``, the full key dump of the official model, made by :func:`compact_keys`) is checked key by key: a
+missing key, a key of the wrong shape, or (with ``strict=True``) a key the official code never saves is an
+:class:`OfficialCheckpointError` naming the key, the layout, what was expected and the closest keys. Every official
+key must then map to a key of our model (or be declared unused by the layout's ``key_map`` returning ``None``), and
+every key of our model must be filled, so an import can never leave part of the model at its random initialisation.
+Temperatures, BN statistics and everything else in the state dict are state like any other and come from the
+checkpoint.
 
 **Files.** Only tensors are read: ``.pth``/``.pth.tar``/``.pt`` through ``torch.load(weights_only=True)`` (no pickled
 code runs), ``.safetensors`` through safetensors. Checkpoint dicts holding ``state_dict`` or ``model`` are unwrapped
 and a DataParallel/DDP ``module.`` prefix is removed.
 
-The ReActNet-A layouts (``reactnet_a``, ``reactnet_a_step1``, ``reactnet_a_reactnet_repo_layout``) are registered at
-the bottom of this file; the BNext and ResNet-style layouts next to their models.
+This module is the engine only and imports no model family: each family registers its layouts next to its model
+(ReActNet-A in ``reactnet.py``, BNext in ``bnext.py``/``bnext_quant.py``, the ResNet-style ones in ``resnet.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import difflib
 import fnmatch
 import json
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +40,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from onebit.models.reactnet import REACTNET_A_CHANNELS, reactnet_a
 from onebit.registry import Registry
 
 __all__ = [
@@ -115,7 +114,7 @@ def register_layout(layout: OfficialLayout) -> OfficialLayout:
 
 # ------------------------------------------------------------------------------------------------ compact key lists
 def compact_keys(keys_json: dict) -> dict:
-    """The compact, packaged form of one ``spec/official-keys/<model>.keys.json``.
+    """The compact, packaged form of one full key dump ``<model>.keys.json`` of an instantiated official model.
 
     Keeps per key only what import/export need — key, shape, dtype, kind (``param``/``buffer``) and the note
     (``""``, ``"unused_in_forward"`` or ``"no_effect_on_forward"``), as rows in the column order of
@@ -144,7 +143,7 @@ def _dump_compact(compact: dict) -> str:
 
 
 def write_compact_keys(src_dir: str | os.PathLike, dst_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Regenerate the packaged key lists from a ``spec/official-keys`` folder (one file per ``*.keys.json``).
+    """Regenerate the packaged key lists from a folder of full key dumps (one file per ``*.keys.json``).
 
     Args:
         src_dir: folder holding ``<model>.keys.json`` files.
@@ -438,63 +437,3 @@ def export_official(model: nn.Module, layout: str) -> dict[str, Tensor]:
             f"{_listing(lost)}; is this a {lay.name} model?"
         )
     return out
-
-
-# ------------------------------------------------------------------------------------------ ReActNet-A layouts
-def _identity_key(key: str) -> str:
-    return key
-
-
-_FLAT = re.compile(r"^feature\.(\d+)\.(binary_3x3|binary_pw|binary_pw_down1|binary_pw_down2)\.weights$")
-
-
-def _flat_conv_shape(key: str) -> tuple[int, int, int, int] | None:
-    """The 4-D shape of a ReActNet-repo flat ``weights`` key (all binary convs of ReActNet-A keep C_in -> C_in)."""
-    m = _FLAT.match(key)
-    if m is None:
-        return None
-    c = REACTNET_A_CHANNELS[int(m.group(1)) - 1]
-    k = 3 if m.group(2) == "binary_3x3" else 1
-    return (c, c, k, k)
-
-
-def _flat_key_map(key: str) -> str:
-    return key[: -len("weights")] + "weight" if _FLAT.match(key) else key
-
-
-def _flat_to_ours(key: str, t: Tensor) -> Tensor:
-    shape = _flat_conv_shape(key)
-    # The official HardBinaryConv views its [Cout*Cin*k*k, 1] parameter to [Cout, Cin, k, k] (row-major).
-    return t.reshape(shape) if shape is not None and t.numel() == torch.Size(shape).numel() else t
-
-
-def _flat_to_official(key: str, t: Tensor) -> Tensor:
-    return t.reshape(-1, 1) if _FLAT.match(key) else t
-
-
-register_layout(
-    OfficialLayout(
-        "reactnet_a",
-        build=lambda: reactnet_a(step=2),
-        key_map=_identity_key,
-        description="AdamBNN step 2 (= ReActNet-A), binary weights as 4-D `weight` (liuzechun/AdamBNN step2)",
-    )
-)
-register_layout(
-    OfficialLayout(
-        "reactnet_a_step1",
-        build=lambda: reactnet_a(step=1),
-        key_map=_identity_key,
-        description="AdamBNN/ReActNet-A step 1: binary activations, real weights (liuzechun/AdamBNN step1)",
-    )
-)
-register_layout(
-    OfficialLayout(
-        "reactnet_a_reactnet_repo_layout",
-        build=lambda: reactnet_a(step=2),
-        key_map=_flat_key_map,
-        to_ours=_flat_to_ours,
-        to_official=_flat_to_official,
-        description="ReActNet-A step 2 of liuzechun/ReActNet (binary weights flat `weights` [Cout*Cin*k*k, 1])",
-    )
-)

@@ -1,7 +1,7 @@
 """ReActNet-A (= the AdamBNN network) and its smaller configurations.
 
 Computes what ``liuzechun/ReActNet`` ``mobilenet/*/reactnet.py`` and ``liuzechun/AdamBNN`` ``step*/reactnet.py``
-compute (spec ``official-models.md`` §3.2), with the official module names so that official state dicts map 1:1:
+compute (``docs/official-code.md``, *ReActNet-A*), with the official module names so that official state dicts map 1:1:
 
 * stem ``feature.0``: 3x3 conv (stride 2 on ImageNet, 1 otherwise), BN, no activation;
 * block ``feature.i`` (C -> P in {C, 2C}, stride s = 2 iff C != P and P != channels[1]):
@@ -17,6 +17,7 @@ Binary convs use ApproxSign on the input (sign(0) = 0, zero padding after binari
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from onebit.binarize import ApproxSign, ScaledSign
 from onebit.layers import BinaryConv2d, LearnableBias, set_binarization, shift_and_conv
 from onebit.models._registry import register_model
+from onebit.models.official import OfficialLayout, register_layout
 
 __all__ = ["ReActBlock", "ReActNet", "reactnet_a", "reactnet_digits"]
 
@@ -168,3 +170,64 @@ def reactnet_digits(num_classes: int = 10, step: int = 2, width: int = 32, **kw)
     w = width
     kw.setdefault("in_chans", 1)
     return ReActNet((w, 2 * w, 4 * w, 4 * w, 8 * w, 8 * w), num_classes, step=step, **kw)
+
+
+# ------------------------------------------------------------------------------------------------ official layouts
+# ReActNet-A's official checkpoint layouts (engine: onebit.models.official).
+def _identity_key(key: str) -> str:
+    return key
+
+
+_FLAT = re.compile(r"^feature\.(\d+)\.(binary_3x3|binary_pw|binary_pw_down1|binary_pw_down2)\.weights$")
+
+
+def _flat_conv_shape(key: str) -> tuple[int, int, int, int] | None:
+    """The 4-D shape of a ReActNet-repo flat ``weights`` key (all binary convs of ReActNet-A keep C_in -> C_in)."""
+    m = _FLAT.match(key)
+    if m is None:
+        return None
+    c = REACTNET_A_CHANNELS[int(m.group(1)) - 1]
+    k = 3 if m.group(2) == "binary_3x3" else 1
+    return (c, c, k, k)
+
+
+def _flat_key_map(key: str) -> str:
+    return key[: -len("weights")] + "weight" if _FLAT.match(key) else key
+
+
+def _flat_to_ours(key: str, t: Tensor) -> Tensor:
+    shape = _flat_conv_shape(key)
+    # The official HardBinaryConv views its [Cout*Cin*k*k, 1] parameter to [Cout, Cin, k, k] (row-major).
+    return t.reshape(shape) if shape is not None and t.numel() == torch.Size(shape).numel() else t
+
+
+def _flat_to_official(key: str, t: Tensor) -> Tensor:
+    return t.reshape(-1, 1) if _FLAT.match(key) else t
+
+
+register_layout(
+    OfficialLayout(
+        "reactnet_a",
+        build=lambda: reactnet_a(step=2),
+        key_map=_identity_key,
+        description="AdamBNN step 2 (= ReActNet-A), binary weights as 4-D `weight` (liuzechun/AdamBNN step2)",
+    )
+)
+register_layout(
+    OfficialLayout(
+        "reactnet_a_step1",
+        build=lambda: reactnet_a(step=1),
+        key_map=_identity_key,
+        description="AdamBNN/ReActNet-A step 1: binary activations, real weights (liuzechun/AdamBNN step1)",
+    )
+)
+register_layout(
+    OfficialLayout(
+        "reactnet_a_reactnet_repo_layout",
+        build=lambda: reactnet_a(step=2),
+        key_map=_flat_key_map,
+        to_ours=_flat_to_ours,
+        to_official=_flat_to_official,
+        description="ReActNet-A step 2 of liuzechun/ReActNet (binary weights flat `weights` [Cout*Cin*k*k, 1])",
+    )
+)

@@ -127,7 +127,7 @@ class BinaryResNetConfig:
             raise ValueError("shift, pre_norm, gain and act are options of 'bireal' blocks only")
 
 
-#: ReActNet's "Bi-Real based" ResNet-18 (liuzechun/ReActNet ``resnet/*/birealnet.py``; spec §3.3).
+#: ReActNet's "Bi-Real based" ResNet-18 (liuzechun/ReActNet ``resnet/*/birealnet.py``; docs/official-code.md).
 REACTNET_RESNET18 = BinaryResNetConfig(shift=True, act="rprelu")
 #: Bi-Real Net 18 (Liu et al. 2018): sign -> binary conv -> BN, a real shortcut around every binary conv.
 BIREALNET18 = BinaryResNetConfig()
@@ -315,7 +315,8 @@ class BinaryResNet(nn.Module):
 
 @register_model
 def reactnet_resnet18(num_classes: int = 1000, step: int = 2, **kw) -> BinaryResNet:
-    """ReActNet's "Bi-Real based" ResNet-18 (spec §3.3), 65.5 % top-1 in the ReActNet paper.
+    """ReActNet's "Bi-Real based" ResNet-18, 65.5 % top-1 in the ReActNet paper (``docs/official-code.md``, *ReActNet
+    ResNet-18*).
 
     Stem 7x7/2 -> BN -> max-pool (no activation); 4 stages x 4 blocks, each
     ``O = BN(BinConv3x3(ApproxSign(X + b0))) + s(X); out = PReLU(O + b1) + b2`` with alpha * sign(W) weights;

@@ -1,4 +1,4 @@
-"""Shared pieces of the BNext recipes (hpi-xnor/BNext src/train_assistant_group_amp.py + src/script/*, spec §4)."""
+"""Shared pieces of the BNext recipes (hpi-xnor/BNext training script; docs/official-code.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""BNext-18 on ImageNet (paper: ResNet-34 teacher, standard augmentation; no script was shipped, spec §4.1).
+"""BNext-18 on ImageNet (paper: ResNet-34 teacher, standard augmentation; no script was shipped).
 
 Command:   onebit train bnext_18 data.root=/data/imagenet stages.0.teachers=RESNET34_DIR
            onebit train bnext_18 --smoke   (the same stage settings on the bundled digits: seconds, no data)

@@ -1,4 +1,4 @@
-"""BNext-18 on CIFAR-10 (the CIFAR variant: 3x3 stride-1 stem, no max-pool), batch 128, 256 epochs (spec §4.6).
+"""BNext-18 on CIFAR-10 (CIFAR variant: 3x3 stride-1 stem, no max-pool), batch 128, 256 epochs (BNext paper §5.1).
 
 Command:   onebit train bnext_18_cifar10 data.root=/data/cifar-10-batches-py
            onebit train bnext_18_cifar10 --smoke   (the same stage settings on the bundled digits: seconds)

@@ -1,4 +1,4 @@
-"""BNext-M on ImageNet with BNext's training recipe (spec §4; paper Tables 2 and 9).
+"""BNext-M on ImageNet with BNext's training recipe (docs/official-code.md, *Training BNext*; paper Tables 2 and 9).
 
 Command:   onebit train bnext_middle data.root=/data/imagenet \\
                stages.0.teachers=STRONG_DIR stages.0.assistants=A1_DIR[,A2_DIR]

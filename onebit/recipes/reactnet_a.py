@@ -5,12 +5,13 @@ Command:   onebit train reactnet_a data.root=/data/imagenet [data.num_workers=8]
 Cost:      2 x 128 epochs of ImageNet at batch 256: on the order of days on 8 GPUs (the paper's setting).
 Expected:  69.4 % top-1 (ReActNet paper, with distillation from a ResNet-34); step 1 ~70.1 % (ReActNet issue #21).
 
-As the released code (spec §5): Adam betas (0.9, 0.999), lr 1.25e-3, batch 256, coupled weight decay 1e-5 in step 1
-and 0 in step 2 on every 4-D tensor or "conv" parameter (``wd_mode=official``), LambdaLR linear decay stepped per
-epoch before the first epoch (``official_offset``), RandomResizedCrop 224 bilinear + flip, eval resize 256 + centre
-crop 224. Differences: step 2 inherits every step-1 latent weight here (the released ReActNet step 2 silently drops
-them through a key mismatch; AdamBNN fixed that). Distillation as released: pass a ResNet-34 teacher with
-``stages.*.teachers=DIR`` (``kd_loss=soft_ce``, no label term); without one the stages use label cross-entropy.
+As the released code (docs/official-code.md, *Training ReActNet and AdamBNN*): Adam betas (0.9, 0.999), lr 1.25e-3,
+batch 256, coupled weight decay 1e-5 in step 1 and 0 in step 2 on every 4-D tensor or "conv" parameter
+(``wd_mode=official``), LambdaLR linear decay stepped per epoch before the first epoch (``official_offset``),
+RandomResizedCrop 224 bilinear + flip, eval resize 256 + centre crop 224. Differences: step 2 inherits every step-1
+latent weight here (the released ReActNet step 2 silently drops them through a key mismatch; AdamBNN fixed that).
+Distillation as released: pass a ResNet-34 teacher with ``stages.*.teachers=DIR`` (``kd_loss=soft_ce``, no label
+term); without one the stages use label cross-entropy.
 """
 
 from onebit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig

@@ -8,7 +8,7 @@ from onebit.train.distributed import (
     init_distributed,
     is_main,
 )
-from onebit.train.loop import EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from onebit.train.loop import EpochMeter, NonFiniteLossError, StepRecord, evaluate, train_one_epoch, train_steps
 from onebit.train.optim import OPTIMIZERS, build_optimizer, param_groups
 from onebit.train.recipe import RunDirError, RunInterrupted, RunResult, TrainingDiverged, run
 from onebit.train.schedules import lr_at, set_lr
@@ -24,6 +24,7 @@ __all__ = [
     "RunDirError",
     "RunInterrupted",
     "RunResult",
+    "StepRecord",
     "TrainingDiverged",
     "World",
     "build_optimizer",
@@ -40,4 +41,5 @@ __all__ = [
     "save_weights",
     "set_lr",
     "train_one_epoch",
+    "train_steps",
 ]

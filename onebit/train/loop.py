@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from onebit.config import AmpMode
 from onebit.metrics import FlipTracker
 from onebit.train.distributed import all_reduce_sum
 
-__all__ = ["AMP_MODES", "EpochMeter", "NonFiniteLossError", "evaluate", "train_one_epoch"]
+__all__ = [
+    "AMP_MODES",
+    "EpochMeter",
+    "NonFiniteLossError",
+    "StepRecord",
+    "StopFlag",
+    "evaluate",
+    "train_one_epoch",
+    "train_steps",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -40,7 +50,8 @@ class EpochMeter:
         }
 
 
-AMP_MODES = ("none", "bf16")
+#: the choices of ``RunConfig.amp`` (validated by the config)
+AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 
 
 class _AutocastStudent:
@@ -56,7 +67,29 @@ class _AutocastStudent:
         return out.float()
 
 
-def train_one_epoch(
+class StopFlag(Protocol):
+    """A stop request the loop reads once per step (``threading.Event`` fits; the runner's Ctrl-C flag too)."""
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step, as the global batch saw it (every rank yields the same numbers)."""
+
+    loss: float
+    acc: float
+    lr: float
+    ff_ratio: float  # NaN without a flip tracker
+    step: int  # the stage step after this one
+    interrupted: bool = False  # the stop flag was set on some rank: the epoch ends after this step
+
+    def values(self) -> dict[str, float | int]:
+        """The logged fields, in metrics.jsonl order."""
+        return {"loss": self.loss, "acc": self.acc, "lr": self.lr, "ff_ratio": self.ff_ratio, "step": self.step}
+
+
+def train_steps(
     model: nn.Module,
     task: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -68,26 +101,24 @@ def train_one_epoch(
     meter: EpochMeter,
     flips: FlipTracker | None = None,
     grad_clip: float | None = None,
-    on_step: Callable[[dict[str, Any]], bool] | None = None,
     dynamics: Any = None,
-    amp: str = "none",
-    stop_requested: Callable[[], bool] | None = None,
-) -> int:
-    """Train over ``batches``; returns the stage step after the last batch.
+    amp: AmpMode = "none",
+    stop: StopFlag | None = None,
+) -> Iterator[StepRecord]:
+    """Train over ``batches``, yielding a :class:`StepRecord` after every optimizer step.
 
-    ``on_step`` receives each step's record (loss, acc, lr, ff_ratio, step, and ``interrupted``); returning
-    ``False`` stops the epoch early. ``stop_requested`` (e.g. a Ctrl-C flag) is polled once per step; when it is true
-    on any rank the step is finished, reported with ``interrupted=True`` and the epoch ends on every rank.
+    The caller iterates: it logs, checkpoints and may ``break`` between steps. ``lr_for_step(step)`` sets the
+    optimizer's lr for a stage step and returns it (e.g. ``functools.partial(set_lr, opt, schedule,
+    steps_per_epoch=..., epochs=...)``). ``stop`` (e.g. a Ctrl-C flag) is read once per step; when it is set on any
+    rank the step is finished, yielded with ``interrupted=True`` and the generator ends on every rank.
     Raises :class:`NonFiniteLossError` before the optimizer touches a non-finite loss (on every rank at once).
-    ``dynamics`` (a ``DynamicsTracker``) sees the gradients and the update of every step. ``amp="bf16"`` runs the
-    student's forward under bfloat16 autocast.
+    ``meter`` is updated in place; ``dynamics`` (a ``DynamicsTracker``) sees the gradients and the update of every
+    step. ``amp="bf16"`` runs the student's forward under bfloat16 autocast.
 
     Under ``torch.distributed`` (``model`` wrapped in DistributedDataParallel, ``batches`` this rank's share) the
     step's loss sum, correct count, sample count and stop flag are all-reduced, so ``meter`` and the records hold
     the global batch's numbers on every rank.
     """
-    if amp not in AMP_MODES:
-        raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
     # bf16 autocast: about half the activation memory and faster matmuls; bf16 keeps float32's range, so no scaler
     student = _AutocastStudent(model, device.type) if amp == "bf16" else model
     model.train()
@@ -99,13 +130,13 @@ def train_one_epoch(
         loss = out["loss"]
         hard = y.argmax(1) if y.dim() == 2 else y  # MixUp/CutMix soft labels: the dominant class
         n = y.shape[0]
-        stop = bool(stop_requested()) if stop_requested is not None else False
+        stop_now = bool(stop.is_set()) if stop is not None else False
         stats = torch.stack(
             [
                 loss.detach().double() * n,
                 (out["output"].detach().argmax(1) == hard).sum().double(),
                 torch.tensor(float(n), dtype=torch.float64, device=loss.device),
-                torch.tensor(float(stop), dtype=torch.float64, device=loss.device),
+                torch.tensor(float(stop_now), dtype=torch.float64, device=loss.device),
             ]
         )
         # one all-reduce and one host sync per step, before backward: every rank sees the same loss and stop flag,
@@ -134,10 +165,46 @@ def train_one_epoch(
         meter.ff += 0.0 if ff != ff else ff
         step += 1
         interrupted = stop_f > 0
-        record = {"loss": loss_value, "acc": correct / total, "lr": lr, "ff_ratio": ff, "step": step}
-        record["interrupted"] = interrupted
-        if (on_step is not None and on_step(record) is False) or interrupted:
-            break
+        yield StepRecord(loss_value, correct / total, lr, ff, step, interrupted)
+        if interrupted:
+            return
+
+
+def train_one_epoch(
+    model: nn.Module,
+    task: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    lr_for_step: Callable[[int], float],
+    start_step: int,
+    meter: EpochMeter,
+    flips: FlipTracker | None = None,
+    grad_clip: float | None = None,
+    dynamics: Any = None,
+    amp: AmpMode = "none",
+    stop: StopFlag | None = None,
+) -> int:
+    """:func:`train_steps` run to the end of ``batches`` (or to a stop); returns the stage step after the last
+    batch."""
+    step = start_step
+    for rec in train_steps(
+        model,
+        task,
+        batches,
+        optimizer,
+        device=device,
+        lr_for_step=lr_for_step,
+        start_step=start_step,
+        meter=meter,
+        flips=flips,
+        grad_clip=grad_clip,
+        dynamics=dynamics,
+        amp=amp,
+        stop=stop,
+    ):
+        step = rec.step
     return step
 
 

@@ -87,17 +87,14 @@ def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if cfg.wd_mode == "official":
+        if cfg.wd_mode == "official":  # wd_mode is "paper" or "official" (WdMode, checked by OptimConfig)
             g = "conv_or_4d" if (p.ndim == 4 or "conv" in name) else "rest"
-        elif cfg.wd_mode == "paper":
-            if id(p) in binary_ids:
-                g = "binary"
-            elif cfg.no_decay_norm_bias and _is_no_decay(name, p):
-                g = "no_decay"
-            else:
-                g = "real"
+        elif id(p) in binary_ids:
+            g = "binary"
+        elif cfg.no_decay_norm_bias and _is_no_decay(name, p):
+            g = "no_decay"
         else:
-            raise ValueError(f"optim.wd_mode must be 'paper' or 'official', got {cfg.wd_mode!r}")
+            g = "real"
         buckets.setdefault(g, []).append(p)
     decay = {
         "binary": cfg.weight_decay,

@@ -14,7 +14,9 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,14 @@ from onebit.checkpoint import RUN_FORMAT, RunDir, load_checkpoint, load_weights,
 from onebit.config import ConfigError, RunConfig, StageConfig, save_json
 from onebit.data import DataBundle, build_data
 from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
-from onebit.layers import TRAINING_PATHS, binary_layers, set_binarization
+from onebit.layers import binary_layers, set_binarization
 from onebit.metrics import FlipTracker, signs_int8
 from onebit.metrics.dynamics import DynamicsTracker
 from onebit.models.io import build_model
 from onebit.report import MetricsWriter, TensorBoardMirror, read_metrics, write_summary
 from onebit.train import distributed as dist_utils
 from onebit.train.distributed import World, broadcast_object, convert_sync_batchnorm, init_distributed
-from onebit.train.loop import AMP_MODES, EpochMeter, NonFiniteLossError, evaluate, train_one_epoch
+from onebit.train.loop import EpochMeter, NonFiniteLossError, StepRecord, evaluate, train_steps
 from onebit.train.optim import build_optimizer
 from onebit.train.schedules import set_lr
 from onebit.train.tasks import ClassificationTask
@@ -71,9 +73,12 @@ class _InterruptFlag:
     """First Ctrl-C asks the loop to stop after the current step and checkpoint; a second one aborts at once."""
 
     def __init__(self, console: Console) -> None:
-        self.set = False
+        self._set = False
         self.console = console
         self._old = None
+
+    def is_set(self) -> bool:
+        return self._set
 
     def __enter__(self) -> _InterruptFlag:
         if threading.current_thread() is threading.main_thread():
@@ -81,9 +86,9 @@ class _InterruptFlag:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.set:
+        if self._set:
             raise KeyboardInterrupt
-        self.set = True
+        self._set = True
         self.console.print("[yellow]Interrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
 
     def __exit__(self, *exc) -> None:
@@ -138,11 +143,8 @@ def _shared_run_dir(cfg: RunConfig, out_dir, resume, world: World) -> Path:
 
 
 def _check_config(cfg: RunConfig, world: World) -> None:
-    """Settings that must fail before anything is written (all ranks take the same decision)."""
-    if cfg.training_path not in TRAINING_PATHS:
-        raise ConfigError(f"training_path must be one of {', '.join(TRAINING_PATHS)}, got {cfg.training_path!r}")
-    if cfg.amp not in AMP_MODES:
-        raise ConfigError(f"amp must be one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    """Settings that must fail before anything is written (all ranks take the same decision). Closed choices
+    (``training_path``, ``amp``, ...) need no check here: the config rejects any other value when it is set."""
     if cfg.data.batch_size % world.world_size:
         raise ConfigError(
             f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the number of "
@@ -245,12 +247,10 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
             f"Data parallel: {world.world_size} processes ({world.backend}), global batch {cfg.data.batch_size} = "
             f"{world.world_size} x {data.train.local_batch_size}; SyncBN {'on' if cfg.sync_bn else 'off'}"
         )
-    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref, world)
-    t0 = time.time() - (state or {}).get("elapsed", 0.0)
-    runner.t0 = t0
+    elapsed = (state or {}).get("elapsed", 0.0)
+    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref, world, elapsed=elapsed)
     try:
-        with _InterruptFlag(console) as flag:
-            runner.flag = flag
+        with runner.flag:
             runner.run_stages(state)
     except NonFiniteLossError as e:  # every rank sees the same reduced loss, so all of them land here
         last = RunDir(run_dir).checkpoint("last")
@@ -270,7 +270,7 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     metrics.close()
     summary = None
     if world.is_main:
-        summary = runner.finish(time.time() - t0)
+        summary = runner.finish(time.time() - runner.t0)
         _status(run_dir, "completed")
     summary = broadcast_object(summary)  # also keeps the other ranks until the run directory is complete
     return RunResult(run_dir, summary, model)
@@ -300,10 +300,32 @@ def _binary(model: nn.Module):
     return list(binary_layers(model))
 
 
+@dataclass
+class _StageRun:
+    """One stage while it trains: what its epochs share and where it stands."""
+
+    index: int
+    stage: StageConfig
+    opt: torch.optim.Optimizer
+    tracker: FlipTracker | None
+    steps_per_epoch: int
+    lr_for_step: Callable[[int], float]  # sets the optimizer's lr for a stage step
+    task: Any = None
+    augment: Any = None
+    meter: EpochMeter = dataclasses.field(default_factory=EpochMeter)  # sums of the open epoch
+    start_epoch: int = 0
+    skip: int = 0  # batches of ``start_epoch`` done before a resume
+    step: int = 0  # stage step
+    batch: int = 0  # batches done in the current epoch
+
+
 class _Runner:
     """State of one run while its stages execute (kept out of ``run`` so each piece stays short)."""
 
-    def __init__(self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref, world=None) -> None:
+    def __init__(
+        self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref, world=None, elapsed=0.0
+    ) -> None:
+        """``elapsed``: seconds the run had trained before this process (resumed runs)."""
         self.cfg, self.run_dir, self.model, self.data, self.device = cfg, run_dir, model, data, device
         self.metrics, self.console, self.run_ref = metrics, console, run_ref
         self.world: World = world or World()
@@ -314,36 +336,35 @@ class _Runner:
             ids = [device.index] if device.type == "cuda" else None
             unused = _has_unused_parameters(model, cfg, data, device)
             self.train_model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
-        self.interrupted = False
         self.ckpt_dir = RunDir(run_dir).checkpoints
         self.results: list[dict[str, Any]] = []
         self.global_step = 0
-        self.flag: _InterruptFlag | None = None
-        self.t0 = self.t_stage = time.time()
+        self.flag = _InterruptFlag(console)  # installed by ``with runner.flag:`` around the stages
         self.acc: dict[str, Any] = {"ff": 0.0, "steps": 0, "layers": {}}
         self.dyn: DynamicsTracker | None = None
+        self.t0 = time.time() - elapsed
+        self.t_stage = time.time()
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def _state(self, i, done, epoch, batch, stage_step, opt, meter, tracker) -> dict:
-        st = {
-            "stage_index": i,
+    def _state(self, st: _StageRun, epoch: int, batch: int, done: bool = False) -> dict:
+        return {
+            "stage_index": st.index,
             "stage_done": done,
             "epoch": epoch,
             "batch": batch,
-            "stage_step": stage_step,
+            "stage_step": st.step,
             "global_step": self.global_step,
-            "optimizer": opt.state_dict(),
+            "optimizer": st.opt.state_dict(),
             "rng_torch": torch.get_rng_state(),
-            "meter": dataclasses.asdict(meter),
+            "meter": dataclasses.asdict(st.meter),
             "stage_acc": dict(self.acc),
             "dynamics": self._dynamics_state(),
-            "flips_stage": tracker.state_dict() if tracker else {},
+            "flips_stage": st.tracker.state_dict() if st.tracker else {},
             "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
             "results": self.results,
             "elapsed": time.time() - self.t0,
             "stage_elapsed": time.time() - self.t_stage,
         }
-        return st
 
     def _dynamics_state(self) -> dict:
         """The dynamics accumulators summed over ranks (a collective): rank 0 saves them, and on resume rank 0 takes
@@ -403,151 +424,174 @@ class _Runner:
         load_weights(self.model, init, strict=True)
 
     def _run_stage(self, i: int, state: dict | None) -> None:
-        cfg, stage, model, data = self.cfg, self.cfg.stages[i], self.model, self.data
+        st = self._start_stage(i, state)
+        for epoch in range(st.start_epoch, st.stage.epochs):
+            self._run_epoch(st, epoch)
+            self._end_epoch(st, epoch)
+        self._finish_stage(st, time.time() - self.t_stage)
+
+    def _start_stage(self, i: int, state: dict | None) -> _StageRun:
+        """Set the model up for stage ``i`` and build its optimizer, trackers and task (``state``: resume inside it)."""
+        stage, model = self.cfg.stages[i], self.model
         if state is None:
             self._init_stage(i, stage)
         set_binarization(model, activations=stage.binarize_activations, weights=stage.binarize_weights)
         opt, groups = build_optimizer(model, stage.optim)
-        tracker = FlipTracker.for_model(model) if cfg.track_flips and _binary(model) else None
-        self.dyn = DynamicsTracker(model) if cfg.track_dynamics and _binary(model) else None
-        steps_per_epoch = len(data.train)
-        meter = EpochMeter()
+        tracker = FlipTracker.for_model(model) if self.cfg.track_flips and _binary(model) else None
+        self.dyn = DynamicsTracker(model) if self.cfg.track_dynamics and _binary(model) else None
+        n = len(self.data.train)
+        st = _StageRun(
+            i, stage, opt, tracker, n, partial(set_lr, opt, stage.schedule, steps_per_epoch=n, epochs=stage.epochs)
+        )
         # stage accumulators: sum of per-step FF, steps, step-weighted per-layer FF (for the stage averages)
         self.acc = {"ff": 0.0, "steps": 0, "layers": {}}
-        start_epoch, skip, stage_step = 0, 0, 0
         self.t_stage = time.time()
-        if state is not None:  # resumed inside this stage
-            opt.load_state_dict(state["optimizer"])
-            meter = EpochMeter(**state["meter"])
-            self.acc = dict(state["stage_acc"])
-            start_epoch, skip, stage_step = state["epoch"], state["batch"], state["stage_step"]
-            if tracker is not None:
-                tracker.load_state_dict(state["flips_stage"])
-            self._load_dynamics(state.get("dynamics") or {})
-            self.t_stage -= state.get("stage_elapsed", 0.0)
+        if state is not None:
+            self._resume_stage(st, state)
         else:
             self.console.print(
-                f"[bold]Stage {i + 1}/{len(cfg.stages)} '{stage.name}'[/]: binarized "
+                f"[bold]Stage {i + 1}/{len(self.cfg.stages)} '{stage.name}'[/]: binarized "
                 f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
-                f"{stage.epochs} epochs x {steps_per_epoch} steps; groups: " + "; ".join(groups)
+                f"{stage.epochs} epochs x {n} steps; groups: " + "; ".join(groups)
             )
-        task = build_task(stage, data, self.device)
-        augment = build_augment(cfg.data, data)
+        st.task = build_task(stage, self.data, self.device)
+        st.augment = build_augment(self.cfg.data, self.data)
+        return st
 
-        def lr_for_step(s: int) -> float:
-            return set_lr(opt, stage.schedule, s, steps_per_epoch, stage.epochs)
+    def _resume_stage(self, st: _StageRun, state: dict) -> None:
+        st.opt.load_state_dict(state["optimizer"])
+        st.meter = EpochMeter(**state["meter"])
+        self.acc = dict(state["stage_acc"])
+        st.start_epoch, st.skip, st.step = state["epoch"], state["batch"], state["stage_step"]
+        if st.tracker is not None:
+            st.tracker.load_state_dict(state["flips_stage"])
+        self._load_dynamics(state.get("dynamics") or {})
+        self.t_stage -= state.get("stage_elapsed", 0.0)
 
-        for epoch in range(start_epoch, stage.epochs):
-            if stage.temperature is not None:
-                set_temperature(model, stage.temperature * stage.temperature_decay**epoch)
-            data.train.set_epoch(1000 * i + epoch)  # a distinct order per (stage, epoch), the same on every rank
-            if hasattr(task, "set_epoch"):
-                task.set_epoch(epoch)  # BNext's assistant teachers switch by epoch
-            batch_in_epoch = skip
-            progress = _progress(self.console, enabled=self.world.is_main)
-            task_id = progress.add_task(
-                f"{stage.name} {epoch + 1}/{stage.epochs}",
-                total=steps_per_epoch,
-                completed=skip,
-                loss=float("nan"),
-                acc=float("nan"),
-                ff=float("nan"),
-            )
+    def _run_epoch(self, st: _StageRun, epoch: int) -> None:
+        """Train one epoch step by step: log each step, checkpoint when due, stop on Ctrl-C (on every rank)."""
+        stage = st.stage
+        if stage.temperature is not None:
+            set_temperature(self.model, stage.temperature * stage.temperature_decay**epoch)
+        # a distinct order per (stage, epoch), the same on every rank
+        self.data.train.set_epoch(1000 * st.index + epoch)
+        if hasattr(st.task, "set_epoch"):
+            st.task.set_epoch(epoch)  # BNext's assistant teachers switch by epoch
+        st.batch = st.skip
+        progress = _progress(self.console, enabled=self.world.is_main)
+        nan = float("nan")
+        bar = progress.add_task(
+            f"{stage.name} {epoch + 1}/{stage.epochs}",
+            total=st.steps_per_epoch,
+            completed=st.skip,
+            loss=nan,
+            acc=nan,
+            ff=nan,
+        )
+        interrupted = False
+        with progress:
+            for rec in self._steps(st, epoch):
+                self._record_step(st, epoch, rec)
+                progress.update(bar, advance=1, loss=rec.loss, acc=rec.acc, ff=rec.ff_ratio)
+                # the stop flag was OR-ed over ranks: every rank stops at this same step
+                interrupted = rec.interrupted
+                if interrupted or (self.cfg.checkpoint_every and self.global_step % self.cfg.checkpoint_every == 0):
+                    self._save("last", self._state(st, epoch, st.batch))
+                if interrupted:
+                    break
+        st.skip = 0
+        if interrupted:
+            raise RunInterrupted(f"interrupted; resume with: onebit train --resume {self.run_dir}")
 
-            def on_step(rec: dict, _epoch=epoch, _meter=meter, _progress=progress, _task=task_id) -> bool:
-                nonlocal batch_in_epoch
-                stop = rec.pop("interrupted")  # already OR-ed over ranks: every rank stops at this same step
-                self.interrupted = self.interrupted or stop
-                batch_in_epoch += 1
-                self.global_step += 1
-                if rec["ff_ratio"] == rec["ff_ratio"]:
-                    self.acc["ff"] += rec["ff_ratio"]
-                self.acc["steps"] += 1
-                if self.global_step % max(cfg.log_every, 1) == 0:
-                    extra = {"ff_layers": tracker.last_layer_ratios()} if cfg.layer_ff_per_step and tracker else {}
-                    self.metrics.write(
-                        {
-                            "type": "step",
-                            "stage": stage.name,
-                            "stage_index": i,
-                            "epoch": _epoch,
-                            "global_step": self.global_step,
-                            **rec,
-                            **extra,
-                        }
-                    )
-                _progress.update(_task, advance=1, loss=rec["loss"], acc=rec["acc"], ff=rec["ff_ratio"])
-                if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
-                    state = self._state(i, False, _epoch, batch_in_epoch, rec["step"], opt, _meter, tracker)
-                    self._save("last", state)
-                return not stop
+    def _steps(self, st: _StageRun, epoch: int):
+        """The step records of ``epoch`` (its batches after ``st.skip``, augmented per (seed, stage, epoch, batch))."""
+        key = (self.cfg.seed, st.index, epoch)
+        batches = _augmented(
+            self.data.train.iterate(skip=st.skip), st.augment, self.device, key, st.skip, self.world.rank
+        )
+        return train_steps(
+            self.train_model,
+            st.task,
+            batches,
+            st.opt,
+            device=self.device,
+            lr_for_step=st.lr_for_step,
+            start_step=st.step,
+            meter=st.meter,
+            flips=st.tracker,
+            grad_clip=st.stage.grad_clip,
+            dynamics=self.dyn,
+            amp=self.cfg.amp,
+            stop=self.flag,
+        )
 
-            with progress:
-                stage_step = train_one_epoch(
-                    self.train_model,
-                    task,
-                    _augmented(
-                        data.train.iterate(skip=skip), augment, self.device, (cfg.seed, i, epoch), skip, self.world.rank
-                    ),
-                    opt,
-                    device=self.device,
-                    lr_for_step=lr_for_step,
-                    start_step=stage_step,
-                    meter=meter,
-                    flips=tracker,
-                    grad_clip=stage.grad_clip,
-                    on_step=on_step,
-                    dynamics=self.dyn,
-                    amp=cfg.amp,
-                    stop_requested=lambda: self.flag is not None and self.flag.set,
-                )
-            skip = 0
-            if self.interrupted:
-                raise RunInterrupted(f"interrupted; resume with: onebit train --resume {self.run_dir}")
-            if self.world.distributed:  # without SyncBN each rank's BN statistics drifted apart: take rank 0's
-                dist_utils.broadcast_buffers(model)
-            val = evaluate(model, data.val, self.device)
-            rec = {
-                "type": "epoch",
-                "stage": stage.name,
-                "stage_index": i,
-                "epoch": epoch,
-                "global_step": self.global_step,
-                "epoch_steps": meter.steps,
-                **meter.averages(),
-                **val,
-            }
-            if getattr(task, "teachers", None):  # which teachers distilled this epoch (BNext's assistants switch)
-                rec["teachers"] = [getattr(t, "name", None) or str(t) for t in task.teachers]
-                if getattr(task, "active_assistant", None):
-                    rec["active_assistant"] = task.active_assistant
-            if tracker is not None:
-                rec.update(tracker.c2i())
-                rec["ff_layers"] = tracker.pop_layer_ratios()
-                layers = self.acc["layers"]
-                for k, v in rec["ff_layers"].items():  # step-weighted sums for the stage average
-                    layers[k] = layers.get(k, 0.0) + v * rec["epoch_steps"]
-            if self.dyn is not None:
-                rec["dyn"] = self.dyn.epoch_summary()
-            self.metrics.write(rec)
-            self.console.print(
-                f"  {stage.name} epoch {epoch + 1}/{stage.epochs}: loss {rec['train_loss']:.4f}  "
-                f"train {100 * rec['train_acc']:.2f}%  val {100 * val['val_top1']:.2f}%  "
-                f"FF {rec['ff_ratio']:.2e}"
-            )
-            meter = EpochMeter()
-            state_now = self._state(i, False, epoch + 1, 0, stage_step, opt, meter, tracker)
-            if epoch + 1 in cfg.keep_epochs and epoch + 1 < stage.epochs:
-                self._save(f"stage{i + 1}_{stage.name}_epoch{epoch + 1}", state_now)
-            self._save("last", state_now)
-        self._finish_stage(i, stage, opt, tracker, stage_step, time.time() - self.t_stage)
+    def _record_step(self, st: _StageRun, epoch: int, rec: StepRecord) -> None:
+        """Count the step and write its ``step`` record every ``log_every`` global steps."""
+        st.batch += 1
+        st.step = rec.step
+        self.global_step += 1
+        if rec.ff_ratio == rec.ff_ratio:
+            self.acc["ff"] += rec.ff_ratio
+        self.acc["steps"] += 1
+        if self.global_step % max(self.cfg.log_every, 1) == 0:
+            extra = {"ff_layers": st.tracker.last_layer_ratios()} if self.cfg.layer_ff_per_step and st.tracker else {}
+            head = {"type": "step", "stage": st.stage.name, "stage_index": st.index, "epoch": epoch}
+            self.metrics.write({**head, "global_step": self.global_step, **rec.values(), **extra})
 
-    def _finish_stage(self, i, stage, opt, tracker, stage_step, elapsed) -> None:
-        steps = max(self.acc["steps"], 1)
+    def _end_epoch(self, st: _StageRun, epoch: int) -> None:
+        """Evaluate, write the ``epoch`` record, print its line and checkpoint the start of the next epoch."""
+        if self.world.distributed:  # without SyncBN each rank's BN statistics drifted apart: take rank 0's
+            dist_utils.broadcast_buffers(self.model)
+        val = evaluate(self.model, self.data.val, self.device)
+        rec = self._epoch_record(st, epoch, val)
+        self.metrics.write(rec)
+        self.console.print(
+            f"  {st.stage.name} epoch {epoch + 1}/{st.stage.epochs}: loss {rec['train_loss']:.4f}  "
+            f"train {100 * rec['train_acc']:.2f}%  val {100 * val['val_top1']:.2f}%  "
+            f"FF {rec['ff_ratio']:.2e}"
+        )
+        st.meter = EpochMeter()
+        state = self._state(st, epoch + 1, 0)
+        if epoch + 1 in self.cfg.keep_epochs and epoch + 1 < st.stage.epochs:
+            self._save(f"stage{st.index + 1}_{st.stage.name}_epoch{epoch + 1}", state)
+        self._save("last", state)
+
+    def _epoch_record(self, st: _StageRun, epoch: int, val: dict) -> dict[str, Any]:
+        task, tracker, meter = st.task, st.tracker, st.meter
+        rec = {"type": "epoch", "stage": st.stage.name, "stage_index": st.index, "epoch": epoch}
+        rec.update({"global_step": self.global_step, "epoch_steps": meter.steps, **meter.averages(), **val})
+        if getattr(task, "teachers", None):  # which teachers distilled this epoch (BNext's assistants switch)
+            rec["teachers"] = [getattr(t, "name", None) or str(t) for t in task.teachers]
+            if getattr(task, "active_assistant", None):
+                rec["active_assistant"] = task.active_assistant
+        if tracker is not None:
+            rec.update(tracker.c2i())
+            rec["ff_layers"] = tracker.pop_layer_ratios()
+            layers = self.acc["layers"]
+            for k, v in rec["ff_layers"].items():  # step-weighted sums for the stage average
+                layers[k] = layers.get(k, 0.0) + v * rec["epoch_steps"]
+        if self.dyn is not None:
+            rec["dyn"] = self.dyn.epoch_summary()
+        return rec
+
+    def _finish_stage(self, st: _StageRun, elapsed: float) -> None:
+        """Write the stage's result (``stage`` record, results list) and its checkpoint."""
+        res = self._stage_result(st, elapsed)
+        tag = f"stage{st.index + 1}_{st.stage.name}"
+        res["checkpoint"] = str(self.ckpt_dir / tag)
+        self.results.append(res)
+        st.meter = EpochMeter()  # a finished stage has no open epoch
+        state = self._state(st, st.stage.epochs, 0, done=True)
+        self._save(tag, state)
+        self.metrics.write({"type": "stage", "global_step": self.global_step, **res})
+        self._save("last", state)
+
+    def _stage_result(self, st: _StageRun, elapsed: float) -> dict[str, Any]:
+        steps, stage = max(self.acc["steps"], 1), st.stage
         val = evaluate(self.model, self.data.val, self.device)
         res = {
             "name": stage.name,
-            "index": i,
+            "index": st.index,
             "binarized": _stage_label(stage),
             "epochs": stage.epochs,
             "val_top1": val["val_top1"],
@@ -565,17 +609,11 @@ class _Runner:
         if self.dyn is not None:
             res["dyn_stage"] = self.dyn.stage_summary()
             self.dyn.close()
-        if tracker is not None:
-            res.update(tracker.c2i())
-            run_c2i = tracker.c2i(self.run_ref)
+        if st.tracker is not None:
+            res.update(st.tracker.c2i())
+            run_c2i = st.tracker.c2i(self.run_ref)
             res["c2i_run"], res["c2i_changed_run"] = run_c2i["c2i"], run_c2i["c2i_changed"]
-        tag = f"stage{i + 1}_{stage.name}"
-        res["checkpoint"] = str(self.ckpt_dir / tag)
-        self.results.append(res)
-        st = self._state(i, True, stage.epochs, 0, stage_step, opt, EpochMeter(), tracker)
-        self._save(tag, st)
-        self.metrics.write({"type": "stage", "global_step": self.global_step, **res})
-        self._save("last", st)
+        return res
 
     # ------------------------------------------------------------------------------------------------------- end
     def finish(self, elapsed: float) -> dict[str, Any]:

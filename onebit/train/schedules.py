@@ -20,26 +20,22 @@ def lr_at(cfg: ScheduleConfig, base_lr: float, step: int, steps_per_epoch: int, 
     * ``cosine`` (BNext / timm semantics, warm-up as a prefix): e < W: warmup_lr_init + e (base - init) / W; then
       lr_min + (base - lr_min)(1 + cos(pi (e - W) / E)) / 2, with e in epochs (fractional when per step).
     * ``constant``: base.
+
+    ``cfg.name`` and ``cfg.per`` are among their choices (``ScheduleName``, ``SchedulePer``): the config checks them.
     """
     total_steps = max(steps_per_epoch * epochs, 1)
-    if cfg.per == "epoch":
-        e = float(step // max(steps_per_epoch, 1))
-    elif cfg.per == "step":
-        e = step / max(steps_per_epoch, 1)
-    else:
-        raise ValueError(f"schedule.per must be 'step' or 'epoch', got {cfg.per!r}")
+    e = float(step // max(steps_per_epoch, 1)) if cfg.per == "epoch" else step / max(steps_per_epoch, 1)
     if cfg.name == "constant":
         return base_lr
     if cfg.name == "linear":
         if cfg.per == "epoch":
             return base_lr * max(0.0, 1.0 - (e + (1 if cfg.official_offset else 0)) / max(epochs, 1))
         return base_lr * max(0.0, 1.0 - step / total_steps)
-    if cfg.name == "cosine":
-        w = cfg.warmup_epochs
-        if e < w:
-            return cfg.warmup_lr_init + e * (base_lr - cfg.warmup_lr_init) / w
-        return cfg.lr_min + 0.5 * (base_lr - cfg.lr_min) * (1 + math.cos(math.pi * (e - w) / max(epochs, 1)))
-    raise ValueError(f"unknown schedule {cfg.name!r} (known: linear, cosine, constant)")
+    # "cosine"
+    w = cfg.warmup_epochs
+    if e < w:
+        return cfg.warmup_lr_init + e * (base_lr - cfg.warmup_lr_init) / w
+    return cfg.lr_min + 0.5 * (base_lr - cfg.lr_min) * (1 + math.cos(math.pi * (e - w) / max(epochs, 1)))
 
 
 def set_lr(
