@@ -16,7 +16,8 @@ from onebit.models import register_model
 from onebit.models._registry import MODELS
 from onebit.recipes import get_recipe
 from onebit.report import read_metrics
-from onebit.train import RunDirError, TrainingDiverged, run
+from onebit.train import EpochMeter, RunDirError, TrainingDiverged, run, train_one_epoch, train_steps
+from onebit.train.tasks import ClassificationTask
 
 # Tiny, fast and with enough steps per stage to kill a run in the middle of one.
 TINY = ["data.limit_train=192", "data.limit_val=64", "data.batch_size=32", "stages.*.epochs=3", "threads=1"]
@@ -200,3 +201,40 @@ def test_load_model_of_a_run_restores_the_stage_binarization(tmp_path):
     assert flags == {(True, False)}
     x = torch.randn(4, 1, 16, 16)
     assert torch.equal(model.eval()(x), res.model.eval()(x))
+
+
+def _steps_setup(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    g = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(4, 3, 2, 2, generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(5)]
+    return model, torch.optim.SGD(model.parameters(), lr=0.1), batches
+
+
+class _StopAfter:
+    """A stop flag that is set from the third poll on (as a Ctrl-C during step 3 would be)."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def is_set(self) -> bool:
+        self.polls += 1
+        return self.polls >= 3
+
+
+def test_train_steps_yields_a_record_per_step_and_stops_after_the_flagged_one():
+    kw = dict(device=torch.device("cpu"), lr_for_step=lambda s: 0.1, start_step=7)
+    model, opt, batches = _steps_setup()
+    recs = list(train_steps(model, ClassificationTask(), batches, opt, meter=EpochMeter(), **kw))
+    assert [r.step for r in recs] == [8, 9, 10, 11, 12] and not any(r.interrupted for r in recs)
+    assert all(r.loss == r.loss and 0.0 <= r.acc <= 1.0 and r.lr == 0.1 for r in recs)
+    # train_one_epoch drains the same generator: same weights, and the stage step after the last batch
+    model2, opt2, _ = _steps_setup()
+    meter = EpochMeter()
+    assert train_one_epoch(model2, ClassificationTask(), batches, opt2, meter=meter, **kw) == 12
+    assert meter.steps == 5 and meter.samples == 20
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    # a stop flag set during step 3: that step is finished, reported as interrupted, and the epoch ends
+    model3, opt3, _ = _steps_setup()
+    recs = list(train_steps(model3, ClassificationTask(), batches, opt3, meter=EpochMeter(), stop=_StopAfter(), **kw))
+    assert [r.interrupted for r in recs] == [False, False, True]

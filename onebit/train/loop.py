@@ -170,40 +170,11 @@ def train_steps(
             return
 
 
-def train_one_epoch(
-    model: nn.Module,
-    task: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    *,
-    device: torch.device,
-    lr_for_step: Callable[[int], float],
-    start_step: int,
-    meter: EpochMeter,
-    flips: FlipTracker | None = None,
-    grad_clip: float | None = None,
-    dynamics: Any = None,
-    amp: AmpMode = "none",
-    stop: StopFlag | None = None,
-) -> int:
-    """:func:`train_steps` run to the end of ``batches`` (or to a stop); returns the stage step after the last
-    batch."""
-    step = start_step
-    for rec in train_steps(
-        model,
-        task,
-        batches,
-        optimizer,
-        device=device,
-        lr_for_step=lr_for_step,
-        start_step=start_step,
-        meter=meter,
-        flips=flips,
-        grad_clip=grad_clip,
-        dynamics=dynamics,
-        amp=amp,
-        stop=stop,
-    ):
+def train_one_epoch(*args: Any, **kwargs: Any) -> int:
+    """:func:`train_steps` (the same arguments) run to the end of ``batches`` (or to a stop); returns the stage step
+    after the last batch."""
+    step = kwargs["start_step"]
+    for rec in train_steps(*args, **kwargs):
         step = rec.step
     return step
 
