@@ -12,6 +12,12 @@ never holds a value outside its field's choices: every assignment to such a fiel
 ``__init__``, ``from_dict``/``load_json``, ``apply_overrides`` and plain ``cfg.amp = ...`` alike), so the code that
 uses a config does not check again. Open sets (models, data sets, optimizers, KD losses: registries) stay ``str``
 and are checked against their registry where it is looked up.
+
+Numeric fields with an obvious domain carry it as ``typing.Annotated`` metadata (a :class:`Range`, mostly through the
+aliases :data:`PositiveInt`, :data:`NonNegativeInt`, :data:`FiniteFloat`, :data:`NonNegativeFloat`,
+:data:`PositiveFloat`, :data:`UnitFraction`), checked by the same mechanism on every assignment: a config never holds
+``data.batch_size=0``, ``stages.0.epochs=0`` or ``lr=nan``, so a bad value fails when it is set (the override or the
+JSON file names its dotted key), before any run directory exists. Float domains are finite.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from onebit.report import atomic_write_text
 
@@ -32,9 +40,15 @@ __all__ = [
     "AmpMode",
     "ConfigError",
     "DataConfig",
+    "FiniteFloat",
     "Interpolation",
     "ModelConfig",
+    "NonNegativeFloat",
+    "NonNegativeInt",
     "OptimConfig",
+    "PositiveFloat",
+    "PositiveInt",
+    "Range",
     "RunConfig",
     "ScheduleConfig",
     "ScheduleName",
@@ -42,6 +56,7 @@ __all__ = [
     "StageConfig",
     "TrainAugment",
     "TrainingPath",
+    "UnitFraction",
     "WdMode",
     "apply_overrides",
     "from_dict",
@@ -83,22 +98,121 @@ def _check_choice(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}{hint}")
 
 
+# ------------------------------------------------------------------------------------------------ numeric domains
+class _OutOfDomain(ConfigError):
+    """A value of the right type outside its field's domain (not retried against the other members of a union)."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The domain of a numeric config field, as ``typing.Annotated`` metadata: ``Annotated[int, Range(ge=1)]``.
+
+    ``ge``/``gt`` and ``le``/``lt`` are inclusive/exclusive bounds (``None``: unbounded). A float value must also be
+    finite, so ``Range()`` on a float field means "any finite number".
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __str__(self) -> str:
+        lo = f"[{self.ge:g}" if self.ge is not None else f"({self.gt:g}" if self.gt is not None else ""
+        hi = f"{self.le:g}]" if self.le is not None else f"{self.lt:g})" if self.lt is not None else ""
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        if lo:
+            return f"{'>=' if self.ge is not None else '>'} {lo[1:]}"
+        if hi:
+            return f"{'<=' if self.le is not None else '<'} {hi[:-1]}"
+        return ""
+
+    def check(self, value: Any, key: str) -> None:
+        """Raise a ConfigError naming ``key`` unless the number ``value`` lies in this range (and is finite)."""
+        bound = str(self)
+        if not isinstance(value, numbers.Integral) and not math.isfinite(value):  # numpy floats too
+            raise _OutOfDomain(f"{key} must be a finite number{' ' + bound if bound else ''}, got {value!r}")
+        ok = (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+        if not ok:
+            raise _OutOfDomain(f"{key} must be {bound}, got {value!r}")
+
+
+#: Common numeric domains of the config fields.
+PositiveInt = Annotated[int, Range(ge=1)]
+NonNegativeInt = Annotated[int, Range(ge=0)]
+FiniteFloat = Annotated[float, Range()]
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+UnitFraction = Annotated[float, Range(ge=0, lt=1)]  # [0, 1): label smoothing, Adam betas
+
+
+def _check_number(value: Any, tp: Any, key: str) -> None:
+    """The base-type check of an assignment to an ``Annotated`` numeric field (no coercion: that is for overrides
+    and JSON): an int field takes an integral number, a float field any real number; never a bool."""
+    base, *meta = typing.get_args(tp)
+    kind = numbers.Integral if base is int else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{key} expects {_type_name(base)}, got {value!r}")
+    for m in meta:
+        if isinstance(m, Range):
+            m.check(value, key)
+
+
+def _check_value(value: Any, tp: Any, key: str) -> None:
+    """Check an assigned ``value`` against the choices and domains in its field type ``tp`` (a ``Literal``, an
+    ``Annotated`` number, or an optional, list or tuple of those); list elements are named ``key.<index>``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        _check_choice(value, tp, key)
+    elif origin is Annotated:
+        _check_number(value, tp, key)
+    elif origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:
+            _check_value(value, members[0], key)
+    elif origin in (list, tuple) and isinstance(value, list | tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            elems = list(args)
+        else:
+            elems = [args[0] if args else Any] * len(value)
+        for i, (v, a) in enumerate(zip(value, elems)):
+            _check_value(v, a, f"{key}.{i}")
+
+
+def _has_checks(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return True
+    if origin is Annotated:
+        return any(isinstance(m, Range) for m in typing.get_args(tp)[1:])
+    return any(_has_checks(a) for a in typing.get_args(tp))
+
+
 @functools.cache
-def _choice_fields(cls: type) -> dict[str, Any]:
-    """The ``Literal``-typed fields of a config class, by name."""
-    return {k: tp for k, tp in typing.get_type_hints(cls).items() if typing.get_origin(tp) is Literal}
+def _checked_fields(cls: type) -> dict[str, Any]:
+    """The fields of a config class whose values are checked on assignment (``Literal`` choices, ``Range``
+    domains, alone or inside an optional/list/tuple), by name, with their full (``Annotated``) types."""
+    return {k: tp for k, tp in _hints(cls).items() if _has_checks(tp)}
 
 
 class _Choices:
-    """Base of the config dataclasses: every assignment to a ``Literal``-typed field (``__init__`` included) is
-    checked against the field's choices, so a config never holds a value outside them."""
+    """Base of the config dataclasses: every assignment to a ``Literal``-typed field or a numeric field with a
+    :class:`Range` (``__init__`` included) is checked against the field's choices or domain, so a config never holds
+    a value outside them."""
 
     __slots__ = ()
 
     def __setattr__(self, name: str, value: Any) -> None:
-        tp = _choice_fields(type(self)).get(name)
+        tp = _checked_fields(type(self)).get(name)
         if tp is not None:
-            _check_choice(value, tp, f"{type(self).__name__}.{name}")
+            _check_value(value, tp, f"{type(self).__name__}.{name}")
         super().__setattr__(name, value)
 
 
@@ -107,7 +221,7 @@ class ModelConfig(_Choices):
     """Which registered model to build (``onebit.create_model(name, num_classes, **kwargs)``)."""
 
     name: str = "reactnet_digits"
-    num_classes: int = 10
+    num_classes: PositiveInt = 10
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -141,26 +255,26 @@ class DataConfig(_Choices):
 
     name: str = "digits"
     root: str | None = None
-    image_size: int = 16
-    batch_size: int = 64
-    eval_batch_size: int = 256
+    image_size: PositiveInt = 16
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt = 256
     augment: bool = True
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    limit_train: int = 0
-    limit_val: int = 0
-    num_workers: int = 0
-    channels: int = 0
-    val_resize: int = 256
+    val_fraction: Annotated[float, Range(gt=0, lt=1)] = 0.2
+    split_seed: NonNegativeInt = 0
+    limit_train: NonNegativeInt = 0
+    limit_val: NonNegativeInt = 0
+    num_workers: NonNegativeInt = 0
+    channels: NonNegativeInt = 0
+    val_resize: PositiveInt = 256
     interpolation: Interpolation = "bilinear"
     train_augment: TrainAugment = "none"
     randaugment: bool = False
-    randaugment_m: float = 7.0
-    randaugment_mstd: float = 0.5
-    randaugment_n: int = 2
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    aug_repeats: int = 1
+    randaugment_m: Annotated[float, Range(ge=0, le=10)] = 7.0
+    randaugment_mstd: NonNegativeFloat = 0.5
+    randaugment_n: NonNegativeInt = 2
+    mixup: NonNegativeFloat = 0.0
+    cutmix: NonNegativeFloat = 0.0
+    aug_repeats: PositiveInt = 1
 
 
 @dataclass
@@ -179,14 +293,14 @@ class OptimConfig(_Choices):
     """
 
     name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    other_weight_decay: float = 0.0
+    lr: NonNegativeFloat = 1e-3
+    weight_decay: FiniteFloat = 0.0
+    other_weight_decay: FiniteFloat = 0.0
     wd_mode: WdMode = "paper"
     no_decay_norm_bias: bool = True
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    momentum: float = 0.9
+    betas: tuple[UnitFraction, UnitFraction] = (0.9, 0.999)
+    eps: NonNegativeFloat = 1e-8
+    momentum: NonNegativeFloat = 0.9
     nesterov: bool = False
 
 
@@ -205,9 +319,9 @@ class ScheduleConfig(_Choices):
 
     name: ScheduleName = "linear"
     per: SchedulePer = "step"
-    warmup_epochs: int = 0
-    warmup_lr_init: float = 0.0
-    lr_min: float = 0.0
+    warmup_epochs: NonNegativeInt = 0
+    warmup_lr_init: NonNegativeFloat = 0.0
+    lr_min: NonNegativeFloat = 0.0
     official_offset: bool = False
 
 
@@ -226,7 +340,8 @@ class StageConfig(_Choices):
         grad_clip: global gradient-norm clip (``None``: off).
         label_smoothing: of the classification loss.
         temperature, temperature_decay: progressive binarization: T = temperature * decay**epoch at each epoch
-            start (``None``: leave the model's temperatures alone).
+            start (``None``: leave the model's temperatures alone; 0: binary from the start, as
+            ``onebit.binarize.set_temperature(model, 0.0)``; the decay is > 0).
         teachers: knowledge distillation (``onebit.distill``): the strong teacher first (a registered name, a
             model or run directory); empty = no distillation.
         assistants: BNext's assistant group, switched every epochs/n epochs (used with one strong teacher).
@@ -238,23 +353,23 @@ class StageConfig(_Choices):
     """
 
     name: str = "stage"
-    epochs: int = 1
+    epochs: PositiveInt = 1
     binarize_activations: bool = True
     binarize_weights: bool = True
     init: str = "previous"
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    grad_clip: float | None = None
-    label_smoothing: float = 0.0
-    temperature: float | None = None
-    temperature_decay: float = 1.0
+    grad_clip: PositiveFloat | None = None
+    label_smoothing: UnitFraction = 0.0
+    temperature: NonNegativeFloat | None = None
+    temperature_decay: PositiveFloat = 1.0
     teachers: list[str] = field(default_factory=list)
     assistants: list[str] = field(default_factory=list)
     kd_loss: str = "soft_ce"
-    label_weight: float = 0.0
+    label_weight: NonNegativeFloat = 0.0
     teacher_half: bool = False
-    teacher_mean: list[float] = field(default_factory=list)
-    teacher_std: list[float] = field(default_factory=list)
+    teacher_mean: list[FiniteFloat] = field(default_factory=list)
+    teacher_std: list[PositiveFloat] = field(default_factory=list)
 
 
 @dataclass
@@ -290,15 +405,15 @@ class RunConfig(_Choices):
     """
 
     recipe: str = "custom"
-    seed: int = 0
+    seed: NonNegativeInt = 0
     device: str = "auto"
-    threads: int = 0
-    log_every: int = 1
-    checkpoint_every: int = 0
+    threads: NonNegativeInt = 0
+    log_every: NonNegativeInt = 1
+    checkpoint_every: NonNegativeInt = 0
     track_flips: bool = True
     layer_ff_per_step: bool = False
     track_dynamics: bool = True
-    keep_epochs: list[int] = field(default_factory=lambda: [1])
+    keep_epochs: list[PositiveInt] = field(default_factory=lambda: [1])
     sync_bn: bool = False
     amp: AmpMode = "none"
     tensorboard: bool = False
@@ -322,7 +437,8 @@ def to_dict(cfg: Any) -> Any:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The field types of a config class, ``Annotated`` domains included."""
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -338,11 +454,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 continue
             try:
                 return _coerce(value, a, key)
+            except _OutOfDomain:
+                raise  # the right type, a wrong value: say so, not "expects float | None"
             except ConfigError:
                 continue
         raise ConfigError(f"{key} expects {_type_name(tp)}, got {value!r}")
     if tp is Any:
         return _parse_literal(value) if isinstance(value, str) else value
+    if origin is Annotated:
+        out = _coerce(value, args[0], key)
+        _check_number(out, tp, key)
+        return out
     if origin is Literal:
         return _check_choice(value, tp, key)
     if dataclasses.is_dataclass(tp):
@@ -406,6 +528,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin in (list, tuple) and args:
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if tp is type(None):
+        return "None"
     if isinstance(tp, type):
         return tp.__name__
     return str(tp).replace("typing.", "")

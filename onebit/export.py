@@ -37,8 +37,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +54,7 @@ from onebit.kernels.pack import pack_bits, packed_length, to_bits, unpack_bits
 from onebit.layers.binary import BinaryMixin
 from onebit.layers.quant import QuantMixin, activation_dims, asym_quantize
 from onebit.models._registry import MODELS
+from onebit.report import atomic_write
 
 __all__ = [
     "FORMAT",
@@ -395,18 +394,7 @@ def export_packed(model: nn.Module, path: str | Path, *, meta: dict[str, Any] | 
 
 
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> None:
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 # ------------------------------------------------------------------------------------------------------ packed load
@@ -440,15 +428,28 @@ def _json_field(path: Path, metadata: dict[str, str], key: str) -> Any:
         raise ExportError(f"{path}: metadata {key!r} is not valid JSON ({e})") from None
 
 
-def _take(path: Path, tensors: dict[str, Tensor], key: str, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
-    if key not in tensors:
-        raise ExportError(f"{path}: tensor {key!r} is missing")
-    t = tensors.pop(key)
-    if tuple(t.shape) != tuple(shape) or t.dtype != dtype:
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _check_tensor(path: Path, key: str, t: Tensor, shape: Sequence[int] | None, dtype: torch.dtype) -> Tensor:
+    """``t`` if it has the ``dtype`` and ``shape`` (``None``: any 1-d length) the format or the model expects, else
+    an ExportError naming the file, the tensor and what was expected (the dtype is checked first)."""
+    if t.dtype != dtype:
+        raise ExportError(f"{path}: tensor {key!r} is {_dtype_name(t.dtype)}, expected {_dtype_name(dtype)}")
+    if shape is None and t.dim() != 1:
+        raise ExportError(f"{path}: tensor {key!r} has shape {tuple(t.shape)}, expected a 1-d tensor")
+    if shape is not None and tuple(t.shape) != tuple(shape):
         raise ExportError(
             f"{path}: tensor {key!r} is {t.dtype} {tuple(t.shape)}, the model needs {dtype} {tuple(shape)}"
         )
     return t
+
+
+def _take(path: Path, tensors: dict[str, Tensor], key: str, shape: Sequence[int], dtype: torch.dtype) -> Tensor:
+    if key not in tensors:
+        raise ExportError(f"{path}: tensor {key!r} is missing")
+    return _check_tensor(path, key, tensors.pop(key), shape, dtype)
 
 
 def packed_metadata(path: str | Path) -> dict[str, Any]:
@@ -517,22 +518,32 @@ def load_packed(path: str | Path) -> nn.Module:
         scale = tensors.pop(name + _SCALE, None)
         if scale is None:
             scale = torch.ones(out, dtype=w.dtype)
-        elif tuple(scale.shape) != (out,):
-            raise ExportError(f"{path}: tensor {name + _SCALE!r} has shape {tuple(scale.shape)}, expected ({out},)")
+        else:  # written in the weight's dtype, one positive magnitude per output channel
+            _check_tensor(path, name + _SCALE, scale, (out,), w.dtype)
+            if not bool((torch.isfinite(scale) & (scale > 0)).all()):
+                raise ExportError(f"{path}: tensor {name + _SCALE!r} holds non-finite or non-positive scales")
         zeros = tensors.pop(name + _ZEROS, torch.zeros(0, dtype=torch.int32))
-        if zeros.numel() and (zeros.dtype != torch.int32 or int(zeros.min()) < 0 or int(zeros.max()) >= w.numel()):
+        _check_tensor(path, name + _ZEROS, zeros, None, torch.int32)  # flat indices of the exact zeros
+        if zeros.numel() and (int(zeros.min()) < 0 or int(zeros.max()) >= w.numel()):
             raise ExportError(f"{path}: tensor {name + _ZEROS!r} holds indices outside the weight ({w.numel()})")
         folds.append((layer, _unfold(signs, scale, zeros, w.dtype)))
         restored.add(f"{name}.weight")
     quant = dict(_quant_layers(model))
+    if not isinstance(quant_bits, dict):
+        raise ExportError(f"{path}: metadata 'onebit.quant_bits' is not a layer -> bits mapping: {quant_bits!r}")
     if sorted(quant) != sorted(quant_bits):
         raise ExportError(
             f"{path}: quantised layers in the file {sorted(quant_bits)} do not match the rebuilt model {sorted(quant)}"
         )
     for name, layer in quant.items():
-        bits = int(quant_bits[name])
         w = layer.weight
         ref = layer.weight_codes()  # shapes and dtypes of min/max/scale for this layer
+        bits = quant_bits[name]
+        if type(bits) is not int or bits != int(ref["bits"]):
+            raise ExportError(
+                f"{path}: metadata 'onebit.quant_bits' gives layer {name!r} {bits!r} bits, the rebuilt model "
+                f"quantises it to {ref['bits']}"
+            )
         packed = _take(path, tensors, name + _CODES, (packed_length(w.numel() * bits),), torch.uint8)
         q = {"bits": bits, "eps": ref["eps"]}
         for key, suffix in (("min", _QMIN), ("max", _QMAX), ("scale", _QSCALE)):
@@ -692,10 +703,8 @@ def export_onnx(
     p = next(iter(m.parameters()), None)
     x = torch.zeros(*input_shape, dtype=p.dtype if p is not None else torch.float32)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def _export(tmp: Path) -> None:
         with torch.no_grad(), warnings.catch_warnings():
             # the TorchScript exporter announces its deprecation on every call; the choice is documented above
             warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -714,11 +723,15 @@ def export_onnx(
             else:
                 kwargs["dynamic_axes"] = {"input": {0: "batch"}, "logits": {0: "batch"}}
                 kwargs["do_constant_folding"] = fold_constants
-            torch.onnx.export(m, (x,), tmp, **kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            try:
+                torch.onnx.export(m, (x,), str(tmp), **kwargs)
+            except Exception as e:
+                missing = _missing_module(e)
+                if missing is None:
+                    raise  # an exporter failure, not a missing extra
+                raise ExportError(f'ONNX export needs the onnx extra: pip install "onebit[onnx]" ({missing})') from e
+
+    atomic_write(path, _export)
     report: dict[str, Any] = {
         "path": str(path),
         "bytes": path.stat().st_size,
@@ -736,6 +749,24 @@ def export_onnx(
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
     report["ops"] = dict(sorted(ops.items()))
     return report
+
+
+def _missing_module(e: BaseException) -> str | None:
+    """What is missing when the ONNX exporter failed for want of an optional module (``onnx``, ``onnxscript``): an
+    ``ImportError``, or torch's ``OnnxExporterError`` raised from one ("Module onnx is not installed!"); else
+    ``None``."""
+    exporter_error = getattr(torch.onnx, "OnnxExporterError", ())
+    if not isinstance(e, ImportError | exporter_error):
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ImportError):
+            name = getattr(cause, "name", None)
+            return f"module {name!r} is not installed" if name else str(cause)
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 @torch.no_grad()

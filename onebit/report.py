@@ -1,37 +1,118 @@
-"""Everything a run writes goes into one run directory; writes are atomic (temp file, then rename)."""
+"""Everything a run writes goes into one run directory; writes are atomic (temp file, then rename).
+
+:func:`atomic_write` is the one way the package replaces a file: a temporary file beside the target, given the
+mode every other file gets (``0o666 & ~umask``, not mkstemp's ``0o600``), flushed to disk, then renamed over the
+target. :func:`crash_point` is a documented test hook: ``ONEBIT_CRASH_AT=<point>[@<n>]`` in the environment makes
+the process SIGKILL itself the ``n``-th time (default the first) it reaches the named point; the points are listed
+in :data:`CRASH_POINTS`. The kill tests (``tests/test_rundir.py``) use it to stop a run at exact places (between
+two files of a run directory's creation, inside a checkpoint write) and check that it resumes.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CRASH_POINTS",
     "MetricsWriter",
     "TensorBoardMirror",
+    "atomic_write",
+    "atomic_write_bytes",
     "atomic_write_text",
+    "crash_point",
+    "default_mode",
     "numeric_scalars",
     "read_metrics",
+    "umask",
     "write_summary",
 ]
 
+#: The named places where :func:`crash_point` can stop the process (``ONEBIT_CRASH_AT``).
+CRASH_POINTS = {
+    "run-dir-locked": "the run directory is locked (and cleaned), nothing of the run written yet",
+    "run-dir-config": "config.json is written, run.json not yet",
+    "run-dir-created": "run.json says 'created', training not started",
+    "checkpoint-written": "a checkpoint's temporary directory is complete, not renamed yet",
+    "checkpoint-swapped": "the previous checkpoint was renamed to <tag>.old, the new one not yet into place",
+    "atomic-write": "an atomic write's temporary file is complete, not renamed yet",
+}
+_crash_hits: dict[str, int] = {}
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a crash leaves either the old or the new file, never a torn one."""
+
+def crash_point(name: str) -> None:
+    """Test hook: SIGKILL this process here when ``ONEBIT_CRASH_AT`` names ``name`` (see the module docstring).
+
+    ``ONEBIT_CRASH_AT=checkpoint-written@3`` kills the process the third time a checkpoint write reaches that point.
+    Unset (always, outside tests) it costs one environment lookup.
+    """
+    spec = os.environ.get("ONEBIT_CRASH_AT")
+    if not spec:
+        return
+    want, _, nth = spec.partition("@")
+    if want != name:
+        return
+    _crash_hits[name] = _crash_hits.get(name, 0) + 1
+    if _crash_hits[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux: ``/proc/self/status``); elsewhere
+    by setting and restoring it (not atomic against another thread creating a file at that instant)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open``/``mkdir`` would give a new file (``0o666``) or directory (``0o777``) under the umask."""
+    return (0o777 if directory else 0o666) & ~umask()
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Replace ``path`` atomically: ``write(tmp)`` fills a temporary file beside it, which gets the umask's mode
+    (:func:`default_mode`), is flushed to disk and renamed over ``path``. A crash leaves the old file or the new one,
+    never a torn one (at worst a stale ``.<name>.*.tmp`` beside it, which the run directory removes on its next
+    start). ``write`` may write the file in place or replace it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
+        write(tmp)
+        os.chmod(tmp, default_mode())
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        crash_point("atomic-write")
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of ``text``: a crash leaves either the old or the new file, never a torn one."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 class MetricsWriter:

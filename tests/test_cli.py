@@ -173,6 +173,98 @@ def test_bad_override_is_one_error_line_on_stderr(capsys, tmp_path):
     assert code == 2 and out == "" and err.startswith("error: --resume")
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+        ("data.batch_size=-5", "data.batch_size must be >= 1, got -5"),
+        ("data.eval_batch_size=0", "data.eval_batch_size must be >= 1, got 0"),
+        ("stages.*.optim.lr=nan", "stages.*.optim.lr must be a finite number >= 0, got nan"),
+        ("stages.*.optim.lr=-1", "stages.*.optim.lr must be >= 0, got -1.0"),
+        ("stages.*.epochs=0", "stages.*.epochs must be >= 1, got 0"),
+        ("stages.0.epochs=-1", "stages.0.epochs must be >= 1, got -1"),
+    ],
+)
+def test_out_of_domain_override_fails_before_the_run_directory_exists(capsys, tmp_path, override, message):
+    run_dir = tmp_path / "D"
+    code, out, err = _run_err(capsys, "train", "--smoke", override, "--out", str(run_dir))
+    assert (code, out, err) == (2, "", f"error: {message}\n")
+    assert not run_dir.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def official_files(tmp_path_factory):
+    """A valid safetensors and .pth of official reactnet_resnet18 tensors (a few keys: the files are cut anyway)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("official")
+    torch.manual_seed(0)
+    state = export_official(LAYOUTS.get("reactnet_resnet18").build(), "reactnet_resnet18")
+    state = dict(list(state.items())[:12])
+    save_file(state, str(folder / "ckpt.safetensors"))
+    torch.save({"state_dict": state}, folder / "ckpt.pth")
+    return folder
+
+
+@pytest.mark.parametrize("name", ["ckpt.safetensors", "ckpt.pth"])
+def test_import_official_truncated_file_is_one_error_line(capsys, tmp_path, official_files, name):
+    data = (official_files / name).read_bytes()
+    trunc = tmp_path / f"trunc_{name}"
+    trunc.write_bytes(data[: len(data) // 2])
+    out_dir = tmp_path / "imported"
+    code, out, err = _run_err(capsys, "import-official", "reactnet_resnet18", str(trunc), "--out", str(out_dir))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"error: {trunc}: not a readable checkpoint (") and err.endswith(")\n"), err
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(("blocked", "dynamo"), [("onnx", False), ("onnxscript", True)])
+def test_export_onnx_without_the_extra_is_one_error_line(capsys, monkeypatch, tmp_path, blocked, dynamo):
+    monkeypatch.setitem(sys.modules, blocked, None)  # as if not installed
+    argv = ["export", "reactnet_digits", "--format", "onnx", "--resolution", "16", "--out", str(tmp_path / "m.onnx")]
+    code, out, err = _run_err(capsys, *argv, *(["--dynamo"] if dynamo else []))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    hint = 'ONNX export needs the onnx extra: pip install "onebit[onnx]"'
+    assert err == f"error: {hint} (module {blocked!r} is not installed)\n"
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary left
+
+
+def test_export_onnx_keeps_exporter_bugs_as_tracebacks(monkeypatch, tmp_path):
+    from onebit.export import ExportError, export_onnx
+
+    model = create_model("reactnet_digits", width=4)
+
+    def raising(exc):
+        def export(*args, **kwargs):
+            raise exc
+
+        return export
+
+    def from_import_error():
+        try:
+            raise ModuleNotFoundError("No module named 'onnx'", name="onnx")
+        except ImportError as e:
+            raise torch.onnx.OnnxExporterError("Module onnx is not installed!") from e
+
+    try:
+        from_import_error()
+    except torch.onnx.OnnxExporterError as e:
+        missing = e
+    cases = [
+        (RuntimeError("exporter bug"), RuntimeError),
+        (torch.onnx.OnnxExporterError("unsupported op"), torch.onnx.OnnxExporterError),
+        (ModuleNotFoundError("No module named 'onnxscript'", name="onnxscript"), ExportError),
+        (missing, ExportError),
+    ]
+    for exc, expected in cases:
+        monkeypatch.setattr(torch.onnx, "export", raising(exc))
+        with pytest.raises(expected) as e:
+            export_onnx(model, tmp_path / "m.onnx", (1, 1, 16, 16))
+        if expected is ExportError:
+            assert 'pip install "onebit[onnx]"' in str(e.value)
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_train_errors_are_reported_by_rank_0_only(capsys, monkeypatch):
     monkeypatch.setenv("RANK", "1")
     assert _run_err(capsys, "train", "no_such_recipe") == (2, "", "")

@@ -231,3 +231,181 @@ def test_derived_choice_tuples_equal_the_literals():
     assert typing.get_args(TrainAugment) == AUGMENT_KINDS
     assert tuple(AMP_MODES) == typing.get_args(AmpMode)
     assert tuple(RESAMPLE) == typing.get_args(Interpolation)
+
+
+# ------------------------------------------------------------------------------------------------- numeric domains
+NAN, INF = float("nan"), float("inf")
+
+#: (dotted key in a RunConfig, rejected values, accepted edge values) of every config field with a Range
+DOMAINS = [
+    ("model.num_classes", [0, -1], [1]),
+    ("data.image_size", [0, -8], [1]),
+    ("data.batch_size", [0, -5], [1]),
+    ("data.eval_batch_size", [0, -1], [1]),
+    ("data.val_fraction", [0.0, 1.0, -0.1, NAN], [0.5]),
+    ("data.split_seed", [-1], [0]),
+    ("data.limit_train", [-1], [0]),
+    ("data.limit_val", [-1], [0]),
+    ("data.num_workers", [-1], [0]),
+    ("data.channels", [-1], [0, 3]),
+    ("data.val_resize", [0], [1]),
+    ("data.randaugment_m", [-0.5, 10.5, NAN], [0.0, 10.0]),
+    ("data.randaugment_mstd", [-0.1, INF], [0.0]),
+    ("data.randaugment_n", [-1], [0]),
+    ("data.mixup", [-0.2, NAN], [0.0, 0.8]),
+    ("data.cutmix", [-1.0, INF], [0.0, 1.0]),
+    ("data.aug_repeats", [0, -3], [1, 3]),
+    ("stages.0.optim.lr", [NAN, INF, -1.0, -1e-9], [0.0, 1e-3]),
+    ("stages.0.optim.weight_decay", [NAN, INF, -INF], [-1e-4, 0.0, 5e-6]),  # negative: AdamBNN Table 1
+    ("stages.0.optim.other_weight_decay", [NAN], [-1e-4]),
+    ("stages.0.optim.betas", [(0.9, 1.0), (-0.1, 0.999), (0.9, NAN)], [(0.0, 0.999)]),
+    ("stages.0.optim.eps", [-1e-8, NAN], [0.0]),
+    ("stages.0.optim.momentum", [-0.9, INF], [0.0]),
+    ("stages.0.schedule.warmup_epochs", [-1], [0]),
+    ("stages.0.schedule.warmup_lr_init", [-1e-5, NAN], [0.0]),
+    ("stages.0.schedule.lr_min", [-1e-7, INF], [0.0]),
+    ("stages.0.epochs", [0, -1], [1]),
+    ("stages.0.grad_clip", [0.0, -1.0, NAN, INF], [None, 5.0]),
+    ("stages.0.label_smoothing", [1.0, -0.1, NAN], [0.0, 0.1]),
+    ("stages.0.temperature", [-1.0, NAN, INF], [None, 0.0, 1.0]),
+    ("stages.0.temperature_decay", [0.0, -0.5, NAN], [0.3, 1.0]),
+    ("stages.0.label_weight", [-0.5, NAN], [0.0]),
+    ("stages.0.teacher_mean", [[0.1, NAN]], [[0.5, -0.2]]),
+    ("stages.0.teacher_std", [[0.2, 0.0], [-1.0]], [[0.2]]),
+    ("seed", [-1], [0, 7]),
+    ("threads", [-1], [0]),
+    ("log_every", [-1], [0, 5]),
+    ("checkpoint_every", [-1], [0]),
+    ("keep_epochs", [[0], [1, -2]], [[], [1, 3]]),
+]
+BAD = [(key, v) for key, bad, _ in DOMAINS for v in bad]
+GOOD = [(key, v) for key, _, good in DOMAINS for v in good]
+
+
+def _owner(cfg, key):
+    """The config object holding the field of dotted ``key``, and the field's name."""
+    parent, _, name = key.rpartition(".")
+    return (_get(cfg, parent) if parent else cfg), name
+
+
+def _text(value):
+    """``value`` as an override string."""
+    if value is None:
+        return "none"
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def test_domain_table_covers_every_ranged_field():
+    classes = [config.ModelConfig, DataConfig, OptimConfig, ScheduleConfig, config.StageConfig, RunConfig]
+    found = {
+        (cls, name)
+        for cls in classes
+        for name, tp in typing.get_type_hints(cls, include_extras=True).items()
+        if "Range(" in repr(tp)
+    }
+    cfg = RunConfig()
+    listed = {(type(_owner(cfg, key)[0]), _owner(cfg, key)[1]) for key, _, _ in DOMAINS}
+    assert found == listed
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={_text(v)}" for k, v in BAD])
+def test_out_of_domain_rejected_by_override(key, value):
+    cfg = RunConfig()
+    before = to_dict(cfg)
+    with pytest.raises(ConfigError, match="must be") as e:
+        apply_overrides(cfg, [f"{key}={_text(value)}"])
+    assert str(e.value).startswith(key)  # the dotted key (list fields: key.<index>)
+    assert to_dict(cfg) == before
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={_text(v)}" for k, v in BAD])
+def test_out_of_domain_rejected_by_from_dict_and_load_json(key, value, tmp_path):
+    d = to_dict(RunConfig())
+    _set_in_dict(d, key, list(value) if isinstance(value, tuple) else value)
+    with pytest.raises(ConfigError, match="must be") as e:
+        from_dict(d)
+    assert str(e.value).startswith(key)
+    (tmp_path / "c.json").write_text(json.dumps(d))  # NaN/Infinity: Python's JSON extension, read back as such
+    with pytest.raises(ConfigError, match=f"c.json: {key}.* must be"):
+        load_json(tmp_path / "c.json")
+
+
+@pytest.mark.parametrize(("key", "value"), BAD, ids=[f"{k}={_text(v)}" for k, v in BAD])
+def test_out_of_domain_rejected_by_construction_and_assignment(key, value):
+    obj, name = _owner(RunConfig(), key)
+    cls = type(obj)
+    with pytest.raises(ConfigError, match="must be") as e:
+        cls(**{name: value})
+    assert str(e.value).startswith(f"{cls.__name__}.{name}")
+    before = getattr(obj, name)
+    with pytest.raises(ConfigError, match="must be"):
+        setattr(obj, name, value)
+    assert getattr(obj, name) == before
+    with pytest.raises(ConfigError, match="must be"):
+        dataclasses.replace(obj, **{name: value})
+
+
+@pytest.mark.parametrize(("key", "value"), GOOD, ids=[f"{k}={_text(v)}" for k, v in GOOD])
+def test_in_domain_edge_values_accepted_and_round_trip(key, value, tmp_path):
+    cfg = apply_overrides(RunConfig(), [f"{key}={_text(value)}"])
+    assert _get(cfg, key) == value
+    obj, name = _owner(RunConfig(), key)
+    setattr(obj, name, value)
+    assert getattr(type(obj)(**{name: value}), name) == value
+    save_json(cfg, tmp_path / "c.json")
+    assert load_json(tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size must be >= 1, got 0"),
+        ("stages.*.optim.lr=nan", "stages.*.optim.lr must be a finite number >= 0, got nan"),
+        ("stages.0.optim.lr=-1", "stages.0.optim.lr must be >= 0, got -1.0"),
+        ("stages.1.epochs=0", "stages.1.epochs must be >= 1, got 0"),
+        ("stages.0.grad_clip=inf", "stages.0.grad_clip must be a finite number > 0, got inf"),
+        ("stages.0.label_smoothing=1", "stages.0.label_smoothing must be in [0, 1), got 1.0"),
+        ("data.randaugment_m=11", "data.randaugment_m must be in [0, 10], got 11.0"),
+        ("stages.0.optim.betas=0.9,1", "stages.0.optim.betas.1 must be in [0, 1), got 1.0"),
+        ("stages.0.optim.weight_decay=-inf", "stages.0.optim.weight_decay must be a finite number, got -inf"),
+    ],
+)
+def test_domain_messages(item, message):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(get_recipe("adambnn_digits"), [item])
+    assert str(e.value) == message
+
+
+def test_domain_messages_of_construction_and_types():
+    with pytest.raises(ConfigError) as e:
+        DataConfig(batch_size=0)
+    assert str(e.value) == "DataConfig.batch_size must be >= 1, got 0"
+    cfg = RunConfig()
+    for bad in ("64", True, 64.0, None):  # no coercion outside overrides and JSON
+        with pytest.raises(ConfigError, match=r"DataConfig.batch_size expects int, got"):
+            cfg.data.batch_size = bad
+    with pytest.raises(ConfigError, match=r"OptimConfig.lr expects float, got '1e-3'"):
+        cfg.stages[0].optim.lr = "1e-3"
+    cfg.stages[0].optim.lr = 1  # an int is a float
+    with pytest.raises(ConfigError, match=r"RunConfig.keep_epochs.1 must be >= 1, got 0"):
+        cfg.keep_epochs = [1, 0]
+    with pytest.raises(ConfigError, match="stages.0.grad_clip expects float | None, got 'abc'"):
+        apply_overrides(cfg, ["stages.0.grad_clip=abc"])
+    with pytest.raises(ConfigError, match=r"stages.0.grad_clip must be > 0, got -1.0"):  # not "expects float | None"
+        apply_overrides(cfg, ["stages.0.grad_clip=-1"])
+
+
+def test_every_recipe_and_study_config_is_in_domain():
+    import onebit.studies  # noqa: F401  (registers the studies)
+    from onebit.studies.common import STUDIES
+    from onebit.studies.kd_aug import teacher_config
+
+    configs = [get_recipe(name, smoke=smoke) for name in list_recipes() for smoke in (False, True)]
+    teachers = {"weak": "runs/weak", "strong": "runs/strong"}  # the KD variants name their teachers' run dirs
+    for study in STUDIES.values():
+        for epochs in (1, study.epochs):
+            configs += [v.make(**teachers) if study.prepare else v.make() for v in study.variants(epochs)]
+    configs += [teacher_config(1, 16)]
+    assert len(configs) > 2 * len(list_recipes())
+    for cfg in configs:
+        assert from_dict(to_dict(cfg)) == cfg  # every field re-checked on the way back

@@ -112,3 +112,175 @@ def test_cifar_is_a_registered_data_set(tmp_path):
     assert data.num_classes == 10 and data.in_chans == 3 and data.train.num_samples == 20
     x, y = next(iter(data.val))
     assert x.shape == (10, 3, 32, 32) and y.dtype == torch.int64
+
+
+# --- robustness: the restricted unpickler, damaged files, data.root -------------------------------------------------
+
+
+def test_fixture_is_written_like_the_official_python2_archives(tmp_path):
+    import pickletools
+
+    folder = write_cifar_fixture(tmp_path, "cifar10", n_train=10, n_test=5)
+    raw = (folder / "data_batch_1").read_bytes()
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(raw)]
+    assert ops[0] == ("PROTO", 2)
+    globals_ = [arg for name, arg in ops if "GLOBAL" in name]
+    assert globals_ == ["numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype"]  # numpy 1.x spelling
+    assert ("SHORT_BINSTRING", "data") in ops and ("SHORT_BINSTRING", "labels") in ops  # Python 2 byte-string keys
+    assert not any("UNICODE" in name or "BINBYTES" in name for name, _ in ops)
+    d = pickle.loads(raw, encoding="latin1")
+    assert d["data"].dtype == np.uint8 and d["data"].shape == (2, 3072) and isinstance(d["labels"], list)
+    assert all(isinstance(k, str) for k in d) and all(isinstance(n, str) for n in d["filenames"])
+    xt, yt, _, _, classes = load_cifar(tmp_path, "cifar10")
+    assert xt.shape == (10, 3, 32, 32) and classes[0] == "class_0"
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_batches_repickled_by_python3_load(tmp_path, protocol):
+    """The same dicts re-pickled by Python 3 with numpy 2 (``numpy._core``; ``_codecs.encode`` bytes below protocol
+    3; ``_frombuffer`` at protocol 5) load to the same tensors."""
+    write_cifar_fixture(tmp_path / "a", "cifar100", n_train=12, n_test=6)
+    folder = write_cifar_fixture(tmp_path / "b", "cifar100", n_train=12, n_test=6)
+    for name, obj in _pickles(folder, ["train", "test", "meta"]).items():
+        obj = {k.encode(): v for k, v in obj.items()} if name == "test" else obj  # bytes keys too
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=protocol))
+    expected, got = load_cifar(tmp_path / "a", "cifar100"), load_cifar(folder, "cifar100")
+    assert all(torch.equal(e, g) for e, g in zip(expected[:4], got[:4], strict=True)) and expected[4] == got[4]
+
+
+def _evil_payloads(marker):
+    import os
+    import subprocess
+
+    cmd = f"touch {marker}"
+    return {
+        "os.system": (os.system, (cmd,)),
+        "eval": (eval, (f"__import__('os').system({cmd!r})",)),
+        "exec": (exec, (f"__import__('os').system({cmd!r})",)),
+        "subprocess.Popen": (subprocess.Popen, (["touch", str(marker)],)),
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+@pytest.mark.parametrize("which", ["os.system", "eval", "exec", "subprocess.Popen"])
+def test_malicious_batch_is_refused_before_running(tmp_path, which, protocol):
+    marker = tmp_path / "pwned"
+    payload = _evil_payloads(marker)[which]
+
+    class Evil:
+        def __reduce__(self):
+            return payload
+
+    folder = write_cifar_fixture(tmp_path, "cifar10")
+    (folder / "data_batch_1").write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}, protocol=protocol))
+    name = payload[0].__name__
+    with pytest.raises(DataSetError, match=rf"data_batch_1: refuses to load pickled global [\w.]*\.{name}: a CIFAR"):
+        load_cifar(tmp_path, "cifar10")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"(S'touch {m}'\nios\nsystem\n.",  # protocol 0 INST: the class comes through find_class too
+        b"\x80\x02cnumpy\nload\nU\x01x\x85R.",  # a numpy global outside the array reconstruction
+        b"\x80\x02cbuiltins\ngetattr\n.",
+        b"\x80\x02c__builtin__\neval\n.",  # a Python 2 spelling
+        b"\x80\x02ccopy_reg\n_reconstructor\n.",
+    ],
+)
+def test_hand_written_globals_are_refused(tmp_path, raw):
+    marker = tmp_path / "pwned"
+    folder = write_cifar_fixture(tmp_path, "cifar10")
+    (folder / "test_batch").write_bytes(raw.replace(b"{m}", str(marker).encode()))
+    with pytest.raises(DataSetError, match=r"test_batch: refuses to load pickled global \w"):
+        load_cifar(tmp_path, "cifar10")
+    assert not marker.exists()
+
+
+def test_persistent_ids_and_other_codecs_are_refused(tmp_path):
+    folder = write_cifar_fixture(tmp_path, "cifar10")
+    (folder / "test_batch").write_bytes(b"\x80\x02U\x03pidQ.")  # BINPERSID
+    with pytest.raises(DataSetError, match=r"test_batch: refuses to load a pickled persistent id"):
+        load_cifar(tmp_path, "cifar10")
+    (folder / "test_batch").write_bytes(b"\x80\x02c_codecs\nencode\nU\x01xU\x05rot13\x86R.")
+    with pytest.raises(DataSetError, match=r"test_batch: not a readable CIFAR pickle.*only allowed as encode"):
+        load_cifar(tmp_path, "cifar10")
+
+
+def test_truncated_and_damaged_batches_name_the_file(tmp_path):
+    folder = write_cifar_fixture(tmp_path, "cifar10", n_train=20)
+    raw = (folder / "data_batch_4").read_bytes()
+    (folder / "data_batch_4").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataSetError, match=r"data_batch_4: not a readable CIFAR pickle \(UnpicklingError"):
+        load_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_4").write_bytes(raw[:100])  # cut inside the array header
+    with pytest.raises(DataSetError, match=r"data_batch_4: not a readable CIFAR pickle"):
+        load_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_4").write_bytes(raw)
+    d = _pickles(folder, ["data_batch_2"])["data_batch_2"]
+    for labels, got in (
+        (["x"] * 4, "<U1"),
+        (None, "NoneType"),
+        ([0.5] * 4, "float64"),
+        ([[0]] * 4, "int64 \\[4, 1\\]"),
+    ):
+        (folder / "data_batch_2").write_bytes(pickle.dumps({**d, "labels": labels}))
+        with pytest.raises(DataSetError, match=rf"data_batch_2: 'labels' must be a list of integer .*got {got}"):
+            load_cifar(tmp_path, "cifar10")
+    (folder / "data_batch_2").write_bytes(pickle.dumps(d))
+    for names in (5, [], [1, 2]):
+        (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+        with pytest.raises(DataSetError, match=r"batches.meta: 'label_names' must be a non-empty list of class names"):
+            load_cifar(tmp_path, "cifar10")
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}".encode() for i in range(10)]}))
+    assert load_cifar(tmp_path, "cifar10")[4][:2] == ["c0", "c1"]  # bytes names are decoded, not "b'c0'"
+
+
+def test_data_root_missing_nonexistent_file_or_empty(tmp_path):
+    from onebit.config import DataConfig
+    from onebit.data import build_data
+
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        None: r"data.root is required for data.name=cifar10: set data.root to a folder holding the cifar10 python",
+        "": r"data.root is required",
+        str(
+            tmp_path / "nope"
+        ): rf"data.root={tmp_path}/nope: no such directory \(expected a folder holding the cifar10",
+        str(tmp_path / "file"): rf"data.root={tmp_path}/file: not a directory \(expected a folder holding the cifar10",
+        str(tmp_path / "empty"): rf"{tmp_path}/empty: holds no cifar10 batch files \(expected cifar-10-batches-py/",
+    }
+    for root, message in cases.items():
+        with pytest.raises(DataSetError, match=message):
+            build_data(DataConfig(name="cifar10", root=root))
+    with pytest.raises(DataSetError, match=rf"{tmp_path}/file: not a directory"):
+        load_cifar(tmp_path / "file", "cifar100")
+
+
+def _bad_cifar_roots(tmp_path):
+    (tmp_path / "file").write_text("x")
+    evil = tmp_path / "evil"
+    write_cifar_fixture(evil, "cifar10")
+    (evil / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"\x80\x02cposix\nsystem\nU\x04trueR.")
+    cut = tmp_path / "cut"
+    folder = write_cifar_fixture(cut, "cifar10")
+    (folder / "test_batch").write_bytes((folder / "test_batch").read_bytes()[:-50])
+    return {
+        "unset": ([], "data.root is required"),
+        "nonexistent": ([f"data.root={tmp_path / 'nope'}"], f"data.root={tmp_path / 'nope'}: no such directory"),
+        "file": ([f"data.root={tmp_path / 'file'}"], f"data.root={tmp_path / 'file'}: not a directory"),
+        "malicious": ([f"data.root={evil}"], "data_batch_1: refuses to load pickled global posix.system"),
+        "truncated": ([f"data.root={cut}"], "test_batch: not a readable CIFAR pickle"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unset", "nonexistent", "file", "malicious", "truncated"])
+def test_cli_reports_a_bad_cifar_root_in_one_line(tmp_path, capsys, case):
+    from onebit.cli import main
+
+    overrides, message = _bad_cifar_roots(tmp_path)[case]
+    assert main(["train", "--smoke", "data.name=cifar10", *overrides, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err

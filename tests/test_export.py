@@ -246,6 +246,94 @@ def test_inconsistent_files_say_what_is_wrong(tmp_path, artefact):
             load_packed(bad)
 
 
+SCALE = "feature.1.binary_3x3.weight.scale"  # ReActNet's alpha: one float32 per output channel (8 at width 8)
+ZEROS = "feature.1.binary_3x3.weight.zeros"  # not in the file (no exact zeros): added by the tampering
+BITS = "feature.1.binary_3x3.weight.bits"
+
+
+def _tensor(path, key):
+    """Tensor ``key`` of the safetensors file ``path`` (``None`` when absent)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor(key) if key in f.keys() else None  # noqa: SIM118
+
+
+# (id, tensor key, tampered value from the stored one, message after "<file>: ")
+DTYPE_CASES = [
+    ("scale-bool", SCALE, lambda t: t > 0, rf"tensor '{SCALE}' is bool, expected float32"),
+    ("scale-int32", SCALE, lambda t: t.to(torch.int32), rf"tensor '{SCALE}' is int32, expected float32"),
+    ("scale-int64", SCALE, lambda t: t.to(torch.int64), rf"tensor '{SCALE}' is int64, expected float32"),
+    ("scale-fp16", SCALE, lambda t: t.half(), rf"tensor '{SCALE}' is float16, expected float32"),
+    ("scale-bf16", SCALE, lambda t: t.bfloat16(), rf"tensor '{SCALE}' is bfloat16, expected float32"),
+    ("scale-fp64", SCALE, lambda t: t.double(), rf"tensor '{SCALE}' is float64, expected float32"),
+    ("scale-complex", SCALE, lambda t: t.to(torch.complex64), rf"tensor '{SCALE}' is complex64, expected float32"),
+    (
+        "scale-shape",
+        SCALE,
+        lambda t: t[:-1],
+        rf"tensor '{SCALE}' is torch.float32 \(7,\), the model needs torch.float32 \(8,\)",
+    ),
+    ("scale-negative", SCALE, lambda t: -t, rf"tensor '{SCALE}' holds non-finite or non-positive scales"),
+    ("scale-nan", SCALE, lambda t: t * float("nan"), rf"tensor '{SCALE}' holds non-finite or non-positive scales"),
+    ("zeros-int64", ZEROS, lambda t: torch.tensor([0, 1]), rf"tensor '{ZEROS}' is int64, expected int32"),
+    ("zeros-float", ZEROS, lambda t: torch.tensor([0.0, 1.0]), rf"tensor '{ZEROS}' is float32, expected int32"),
+    ("zeros-bool", ZEROS, lambda t: torch.tensor([True]), rf"tensor '{ZEROS}' is bool, expected int32"),
+    (
+        "zeros-2d",
+        ZEROS,
+        lambda t: torch.tensor([[0, 1]], dtype=torch.int32),
+        rf"tensor '{ZEROS}' has shape \(1, 2\), expected a 1-d",
+    ),
+    (
+        "zeros-range",
+        ZEROS,
+        lambda t: torch.tensor([-1], dtype=torch.int32),
+        rf"tensor '{ZEROS}' holds indices outside the weight",
+    ),
+    ("bits-int8", BITS, lambda t: t.to(torch.int8), rf"tensor '{BITS}' is int8, expected uint8"),
+    ("real-fp64", "real.float32", lambda t: t.double(), r"tensor 'real.float32' is float64, expected float32"),
+]
+
+
+@pytest.mark.parametrize(("key", "make", "message"), [c[1:] for c in DTYPE_CASES], ids=[c[0] for c in DTYPE_CASES])
+def test_tensors_of_the_wrong_dtype_or_shape_are_named(tmp_path, artefact, key, make, message):
+    bad = tmp_path / "bad.safetensors"
+    _rewrite(artefact, bad, {key: make(_tensor(artefact, key))})
+    with pytest.raises(ExportError, match=rf"bad\.safetensors: {message}"):
+        load_packed(bad)
+
+
+def test_scale_dtype_is_the_weight_dtype_the_exporter_writes(artefact):
+    assert _tensor(artefact, SCALE).dtype == torch.float32 and _tensor(artefact, BITS).dtype == torch.uint8
+    loaded = load_packed(artefact)  # the untampered file loads
+    assert loaded.feature[1].binary_3x3.weight.dtype == torch.float32
+
+
+def test_quantized_codes_and_bits_are_checked(tmp_path):
+    from onebit.quantize import quantize_
+
+    torch.manual_seed(0)
+    model = trained_like(create_model("bnext_digits"))
+    quantize_(model, "8/8-4/8-4/8-8/8")
+    good = tmp_path / "q.safetensors"
+    export_packed(model, good)
+    codes = "feature.3.FFN.se.se.3.weight.codes"
+    with safe_open(str(good), framework="pt") as f:
+        meta, packed, qmin = dict(f.metadata()), f.get_tensor(codes), f.get_tensor("feature.3.FFN.se.se.3.weight.min")
+    bits = json.loads(meta["onebit.quant_bits"])
+    bad = tmp_path / "bad.safetensors"
+    cases = [
+        ({codes: packed.to(torch.int16)}, {}, rf"tensor '{codes}' is int16, expected uint8"),
+        ({"feature.3.FFN.se.se.3.weight.min": qmin.half()}, {}, r"weight.min' is float16, expected float32"),
+        ({}, {"onebit.quant_bits": json.dumps({**bits, "feature.3.FFN.se.se.3": 5})}, r"gives layer .* 5 bits"),
+        ({}, {"onebit.quant_bits": json.dumps({**bits, "feature.3.FFN.se.se.3": "4"})}, r"gives layer .* '4' bits"),
+        ({}, {"onebit.quant_bits": "[4]"}, r"'onebit.quant_bits' is not a layer -> bits mapping"),
+    ]
+    for tensors, metadata, message in cases:
+        _rewrite(good, bad, tensors, metadata)
+        with pytest.raises(ExportError, match=message):
+            load_packed(bad)
+
+
 def test_export_is_atomic(tmp_path, artefact, monkeypatch):
     import onebit.export
 

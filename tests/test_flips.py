@@ -84,7 +84,7 @@ def test_tracker_state_round_trip_and_reset():
     model = _model()
     tr = FlipTracker.for_model(model)
     state = tr.state_dict()
-    assert all(v.dtype == torch.int8 for v in state.values())
+    assert all(v.dtype == torch.int8 for k, v in state.items() if k.startswith("init."))  # signs kept as int8
     with torch.no_grad():
         for w in binary_latent_weights(model).values():
             w.neg_()
@@ -95,6 +95,24 @@ def test_tracker_state_round_trip_and_reset():
     tr2.reset_reference()
     assert tr2.c2i()["c2i"] == 1.0
     assert float(tr2.update()) == 0.0
+
+
+def test_tracker_state_keeps_the_open_epochs_layer_sums():
+    # a run resumed inside an epoch must report the epoch's per-layer FF ratios over all of its steps
+    model = _model()
+    tr = FlipTracker.for_model(model)
+    for _ in range(3):
+        with torch.no_grad():
+            for w in binary_latent_weights(model).values():
+                w.add_(torch.randn_like(w))
+        tr.update()
+    resumed = FlipTracker.for_model(model)
+    resumed.load_state_dict(tr.state_dict())
+    assert resumed.pop_layer_ratios() == tr.pop_layer_ratios()
+    # a state written before the sums were saved (init signs only) starts the epoch's sums at zero
+    old = FlipTracker.for_model(model)
+    old.load_state_dict({k: v for k, v in tr.state_dict().items() if k.startswith("init.")})
+    assert all(v == 0.0 for v in old.pop_layer_ratios().values())
 
 
 def test_tracker_keeps_int8_signs_on_weight_device():

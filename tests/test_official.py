@@ -207,6 +207,60 @@ def test_unreadable_inputs(tmp_path):
         load_official("reactnet_b", {})
 
 
+@pytest.fixture(scope="module")
+def checkpoint_files(tmp_path_factory) -> Path:
+    """Valid files of the smallest layout (reactnet_resnet18, 47 MB): safetensors, zip .pth.tar, legacy .pth."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    state = export_official(LAYOUTS.get("reactnet_resnet18").build(), "reactnet_resnet18")
+    save_file(state, str(folder / "ckpt.safetensors"))
+    torch.save({"epoch": 1, "state_dict": state}, folder / "ckpt.pth.tar")
+    torch.save(state, folder / "ckpt.pth", _use_new_zipfile_serialization=False)
+    return folder
+
+
+CHECKPOINT_NAMES = ["ckpt.safetensors", "ckpt.pth.tar", "ckpt.pth"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_NAMES)
+def test_valid_checkpoint_files_load(name, checkpoint_files):
+    model = load_official("reactnet_resnet18", checkpoint_files / name)
+    assert not model.training
+
+
+@pytest.mark.parametrize("cut", ["half", "all_but_one_byte", "first_100_bytes", "empty", "garbage"])
+@pytest.mark.parametrize("name", CHECKPOINT_NAMES)
+def test_truncated_or_corrupt_files_are_one_line_naming_the_file(name, cut, checkpoint_files, tmp_path):
+    data = (checkpoint_files / name).read_bytes()
+    bad = tmp_path / f"bad_{name}"  # the same suffix: read the same way
+    bad.write_bytes(
+        {
+            "half": data[: len(data) // 2],
+            "all_but_one_byte": data[:-1],
+            "first_100_bytes": data[:100],
+            "empty": b"",
+            "garbage": bytes(range(256)) * 8,
+        }[cut]
+    )
+    with pytest.raises(OfficialCheckpointError) as e:
+        load_official("reactnet_resnet18", bad)
+    msg = str(e.value)
+    assert msg.startswith(f"{bad}: not a readable checkpoint (") and msg.endswith(")"), msg
+    assert "\n" not in msg and "\x1b" not in msg and len(msg) < 300, msg
+
+
+def test_pickled_code_refusal_is_one_line_naming_file_and_global(states, tmp_path):
+    path = tmp_path / "ckpt.pth.tar"
+    torch.save({"state_dict": states["reactnet_a"], "args": argparse.Namespace(lr=1.0)}, path)
+    with pytest.raises(OfficialCheckpointError) as e:
+        load_official("reactnet_a", path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: cannot read it with torch.load(weights_only=True)") and "\n" not in msg
+    assert "argparse.Namespace" in msg and "if you trust the file" in msg
+
+
 def test_non_strict_ignores_unexpected(states):
     state = states["reactnet_a"]
     with pytest.warns(UserWarning, match="optimizer_thing"):

@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from onebit.commands.common import UsageError, load_model_arg
+from onebit.commands.common import load_model_arg
 from onebit.export import compare_onnx, export_onnx, export_packed
 from onebit.models.io import input_channels
 
@@ -57,10 +57,8 @@ def _packed(args: argparse.Namespace, model, info: dict, console: Console) -> in
 
 def _onnx(args: argparse.Namespace, model, info: dict, console: Console) -> int:
     size = _input_size(model, info, args.resolution)
-    try:
-        report = export_onnx(model, args.out, (1, *size), opset=args.opset, dynamo=args.dynamo)
-    except ImportError as e:  # the onnx exporter's optional dependencies
-        raise UsageError(f'{e} (pip install "onebit[onnx]")') from e
+    # a missing onnx/onnxscript is an ExportError naming the extra (a user mistake: exit 2)
+    report = export_onnx(model, args.out, (1, *size), opset=args.opset, dynamo=args.dynamo)
     console.print(f"Wrote {report['path']} ({report['bytes']:,} bytes, opset {report['opset']}, {report['exporter']})")
     if "ops" in report:
         console.print("ops: " + ", ".join(f"{k} {v}" for k, v in report["ops"].items()))

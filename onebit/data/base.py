@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ __all__ = [
     "EpochLoader",
     "TensorLoader",
     "build_data",
+    "data_root",
     "repeated_order",
 ]
 
@@ -216,6 +219,29 @@ def build_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     bundle = DATASETS.get(cfg.name)(cfg, seed)
     bundle.train.repeats = cfg.aug_repeats
     return bundle
+
+
+def data_root(cfg: Any, expected: str) -> Path:
+    """``cfg.root`` (a :class:`onebit.config.DataConfig`-like object with ``name`` and ``root``) as an existing folder.
+
+    Args:
+        cfg: the data configuration.
+        expected: what the folder should hold, for the messages (e.g. ``"train/<class>/ and val/<class>/ folders"``).
+
+    Raises:
+        DataSetError: ``data.root`` unset or empty, missing, or not a folder; the message names the path and
+            ``expected``.
+    """
+    if not cfg.root:
+        raise DataSetError(
+            f"data.root is required for data.name={cfg.name}: set data.root to a folder holding {expected}"
+        )
+    root = Path(cfg.root)
+    if not root.exists():
+        raise DataSetError(f"data.root={root}: no such directory (expected a folder holding {expected})")
+    if not root.is_dir():
+        raise DataSetError(f"data.root={root}: not a directory (expected a folder holding {expected})")
+    return root
 
 
 def repeated_order(n: int, repeats: int, generator: torch.Generator | int | None = None) -> Tensor:

@@ -2,7 +2,8 @@
 
 Decoding uses Pillow in DataLoader workers. Unreadable or corrupt images are skipped (their slot is dropped from the
 batch), counted and listed in one warning per epoch — an epoch never crashes on a bad file. An empty, mis-laid or
-class-mismatched data set is an error naming the path.
+class-mismatched data set is an error naming the path, and so is an empty class folder (one without a file of
+:data:`EXTENSIONS`), as in torchvision's ``ImageFolder``: it would be counted as a class no sample ever teaches.
 
 Train transform (ReActNet/AdamBNN code): RandomResizedCrop(image_size, scale 0.08-1, ratio 3/4-4/3), horizontal
 flip, ImageNet normalisation. Eval: resize the shorter side to ``val_resize``, centre-crop ``image_size``.
@@ -22,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from onebit.config import DataConfig, Interpolation
-from onebit.data.base import DATASETS, DataBundle, DataSetError, EpochLoader
+from onebit.data.base import DATASETS, DataBundle, DataSetError, EpochLoader, data_root
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESAMPLE", "FolderLoader", "ImageFolder", "build_imagenet"]
 
@@ -58,7 +59,8 @@ class ImageFolder(Dataset):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DataSetError(f"{self.root}: no such directory (expected <root>/train and <root>/val folders)")
+            what = "not a directory" if self.root.exists() else "no such directory"
+            raise DataSetError(f"{self.root}: {what} (expected <root>/train and <root>/val folders of class folders)")
         found = sorted(d.name for d in self.root.iterdir() if d.is_dir())
         if not found:
             raise DataSetError(f"{self.root}: no class folders (expected one sub-folder per class)")
@@ -74,8 +76,16 @@ class ImageFolder(Dataset):
             for p in sorted((self.root / c).iterdir())
             if p.suffix.lower() in EXTENSIONS
         ]
-        if not self.samples:
-            raise DataSetError(f"{self.root}: class folders hold no images ({', '.join(sorted(EXTENSIONS))})")
+        counts = [0] * len(found)
+        for _, i in self.samples:
+            counts[i] += 1
+        empty = [c for c, n in zip(found, counts, strict=True) if not n]
+        if empty:  # torchvision's ImageFolder refuses these too ("Found no valid file for the classes ...")
+            more = f" (and {len(empty) - 1} more: {', '.join(empty[1:6])}{' ...' if len(empty) > 6 else ''})"
+            raise DataSetError(
+                f"{self.root / empty[0]}: empty class folder (no image with extension {', '.join(sorted(EXTENSIONS))})"
+                f"{more if len(empty) > 1 else ''}; remove it or add images"
+            )
         self.train, self.size, self.val_resize = train, image_size, val_resize
         self.resample = _resample(interpolation)
         self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -182,9 +192,7 @@ class FolderLoader(EpochLoader):
 @DATASETS.register("imagenet")
 def build_imagenet(cfg: DataConfig, seed: int) -> DataBundle:
     """Train/val loaders over an ImageNet-layout folder ``data.root`` (``train/<class>/``, ``val/<class>/``)."""
-    if not cfg.root:
-        raise DataSetError("data.root is required for the imagenet folder layout (data.root=/path/to/imagenet)")
-    root = Path(cfg.root)
+    root = data_root(cfg, "the ImageNet folder layout train/<class>/*.JPEG and val/<class>/*")
     train = ImageFolder(root / "train", True, cfg.image_size, cfg.val_resize, cfg.interpolation)
     val = ImageFolder(root / "val", False, cfg.image_size, cfg.val_resize, cfg.interpolation, classes=train.classes)
     if cfg.limit_train:

@@ -123,7 +123,12 @@ class FlipTracker:
         return {"c2i": corr / self.total, "c2i_changed": p, "c2i_eq7": 1.0 - p / 2}
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {f"init.{k}": v for k, v in self.init.items()}
+        """The initial signs and the per-layer sums of the open epoch (so a run resumed inside an epoch reports the
+        same per-layer FF ratios as an uninterrupted one)."""
+        state = {f"init.{k}": v for k, v in self.init.items()}
+        state.update({f"layer_flips.{k}": v.clone() for k, v in self._layer_flips.items()})
+        state["layer_steps"] = torch.tensor(self._layer_steps, dtype=torch.int64)
+        return state
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         for k in self.init:
@@ -131,6 +136,11 @@ class FlipTracker:
             if key not in state:
                 raise KeyError(f"flip-tracker state lacks {key!r}")
             self.init[k] = state[key].to(torch.int8).to(self.init[k].device)
+        # per-layer sums of the open epoch: absent from checkpoints written before they were saved (start from 0)
+        for k, v in self._layer_flips.items():
+            saved = state.get(f"layer_flips.{k}")
+            v.copy_(saved.to(v.device, v.dtype) if saved is not None else torch.zeros_like(v))
+        self._layer_steps = int(state["layer_steps"]) if "layer_steps" in state else 0
         self.prev = {k: signs_int8(w) for k, w in self.weights.items()}
 
 

@@ -29,6 +29,7 @@ import difflib
 import fnmatch
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -219,20 +220,44 @@ def read_state_dict(source: Mapping[str, Any] | str | os.PathLike) -> dict[str, 
 
 
 def _load_file(path: Path) -> Any:
+    """The object in a checkpoint file; every way the file can be unreadable is an :class:`OfficialCheckpointError`
+    of one line naming the file (a truncated or corrupt file: ``<file>: not a readable checkpoint (<reason>)``)."""
     if not path.is_file():
         raise OfficialCheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as e:  # a bad header, a truncated body, a file that is no safetensors file
+            raise OfficialCheckpointError(f"{path}: not a readable checkpoint ({_reason(e)})") from e
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError/RuntimeError variants depending on the version
+    except MemoryError:
+        raise
+    except Exception as e:  # truncated/corrupt files raise RuntimeError, EOFError, IndexError, struct.error, ...
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        found = re.search(r"WeightsUnpickler error:\s*(.*?)\.?(?:\n|\. |$)", text, re.S)
+        detail = found.group(1).strip() if found else ""
+        if "weights only load failed" not in text.lower() or detail.startswith("Unsupported operand"):
+            # a bad opcode is a corrupt file; an object the safe unpickler refuses (a class, a call) is pickled code
+            raise OfficialCheckpointError(f"{path}: not a readable checkpoint ({detail or _reason(e)})") from e
         raise OfficialCheckpointError(
-            f"cannot read {path} with torch.load(weights_only=True): {e}. Only tensors and plain containers are "
-            "read (pickled code is never executed); if you trust the file, re-save its state dict elsewhere with "
-            "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path)."
+            f"{path}: cannot read it with torch.load(weights_only=True) ({detail or _reason(e)}): "
+            "only tensors and plain containers are read (pickled code is never executed); if you trust the file, "
+            "re-save its state dict elsewhere with torch.save(torch.load(path, weights_only=False)['state_dict'], "
+            "new_path)."
         ) from e
+
+
+def _reason(e: BaseException) -> str:
+    """The first sentence of an exception's message, on one line (its type name when the message is empty)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    first = text.splitlines()[0].split(". ")[0].rstrip(".").strip() if text else ""
+    if not first:
+        return "the file ends early" if isinstance(e, EOFError) else type(e).__name__
+    return first
 
 
 # ---------------------------------------------------------------------------------------------------- import/export

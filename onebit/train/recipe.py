@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import signal
 import threading
 import time
@@ -31,8 +30,13 @@ from onebit.analysis.complexity import complexity
 from onebit.analysis.plots import plot_run
 from onebit.augment import build_train_augment
 from onebit.binarize import set_temperature
-from onebit.checkpoint import RUN_FORMAT, RunDir, load_checkpoint, load_weights, save_checkpoint
-from onebit.config import ConfigError, RunConfig, StageConfig, save_json
+from onebit.checkpoint import (
+    RunDir,
+    RunDirError,
+    load_weights,
+    save_checkpoint,
+)
+from onebit.config import ConfigError, RunConfig, StageConfig
 from onebit.data import DataBundle, build_data
 from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
 from onebit.layers import binary_layers, set_binarization
@@ -44,14 +48,11 @@ from onebit.train import distributed as dist_utils
 from onebit.train.distributed import World, broadcast_object, convert_sync_batchnorm, init_distributed
 from onebit.train.loop import EpochMeter, NonFiniteLossError, StepRecord, evaluate, train_steps
 from onebit.train.optim import build_optimizer
+from onebit.train.rundir import RunClaim, claim_run_dir, load_resume_point, read_resume
 from onebit.train.schedules import set_lr
 from onebit.train.tasks import ClassificationTask
 
 __all__ = ["RunDirError", "RunInterrupted", "RunResult", "TrainingDiverged", "run"]
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be used (missing, foreign, or already holding another run)."""
 
 
 class RunInterrupted(RuntimeError):
@@ -101,47 +102,6 @@ def _stage_label(s: StageConfig) -> str:
     return " + ".join(parts) if parts else "none (float)"
 
 
-def _read_resume(resume: str | Path) -> RunConfig:
-    """The config of the run directory ``resume`` (read-only, so every rank may call it)."""
-    rd = RunDir(resume)
-    if not rd.path.is_dir():
-        raise RunDirError(f"cannot resume {rd}: no such directory")
-    if not rd.is_run():
-        raise RunDirError(f"cannot resume {rd}: not a onebit run directory (config.json/run.json missing)")
-    try:
-        info = json.loads(rd.status_file.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"cannot resume {rd}: run.json is corrupt ({e})") from None
-    if info.get("format") != RUN_FORMAT:
-        raise RunDirError(f"cannot resume {rd}: run.json is not a onebit run record")
-    return rd.read_config()
-
-
-def _new_run_dir(cfg: RunConfig, out_dir: str | Path | None) -> Path:
-    run_dir = Path(out_dir) if out_dir else Path("runs") / f"{cfg.recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if RunDir(run_dir).has_config():
-        raise RunDirError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, RunDir(run_dir).config)
-    return run_dir
-
-
-def _shared_run_dir(cfg: RunConfig, out_dir, resume, world: World) -> Path:
-    """Rank 0 creates the run directory (and writes config.json); every rank gets its path, or rank 0's error."""
-    if resume is not None:
-        return Path(resume)
-    result: tuple[str, str] = ("", "")
-    if world.is_main:
-        try:
-            result = ("ok", str(_new_run_dir(cfg, out_dir)))
-        except RunDirError as e:
-            result = ("error", str(e))
-    status, value = broadcast_object(result)
-    if status == "error":
-        raise RunDirError(value)
-    return Path(value)
-
-
 def _check_config(cfg: RunConfig, world: World) -> None:
     """Settings that must fail before anything is written (all ranks take the same decision). Closed choices
     (``training_path``, ``amp``, ...) need no check here: the config rejects any other value when it is set."""
@@ -152,30 +112,6 @@ def _check_config(cfg: RunConfig, world: World) -> None:
         )
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError('tensorboard=true needs the tensorboard package: pip install "onebit[tensorboard]"')
-
-
-def _load_resume_point(run_dir: Path, model: nn.Module, metrics: MetricsWriter, world: World, device, console):
-    """Load ``checkpoints/last`` into ``model`` (every rank) and cut ``metrics.jsonl`` back to it (rank 0).
-
-    Returns:
-        ``(state or None, purge_step)``: the training state (``None``: no checkpoint yet, start over) and the first
-        global step TensorBoard must forget.
-    """
-    last = RunDir(run_dir).checkpoint("last")
-    if last is None:
-        if world.is_main:
-            metrics.truncate_after(-1, keep_stage_records=False)
-        console.print(f"Resuming {run_dir}: no checkpoint yet, starting from the beginning")
-        return None, 0
-    state, _ = load_checkpoint(last, model, map_location=device)
-    if world.is_main:
-        metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
-    torch.set_rng_state(state["rng_torch"])
-    console.print(
-        f"Resuming {run_dir} at stage {state['stage_index'] + 1}, epoch {state['epoch'] + 1}, "
-        f"batch {state['batch']} (global step {state['global_step']})"
-    )
-    return state, state["global_step"] + 1
 
 
 def _status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -194,8 +130,13 @@ def run(
     student is wrapped in DistributedDataParallel, each rank trains on its share of every global batch
     (``data.batch_size`` is the global batch) and only rank 0 writes the run directory and prints.
 
+    The run directory has one writer at a time (rank 0 holds ``<run_dir>/.lock``; a second writer is refused,
+    naming the first). A new run's directory is claimed first, then data and model are built, then ``config.json``
+    and ``run.json`` are written: a user mistake found on the way (a missing data set ...) leaves nothing behind.
+
     Raises:
-        RunDirError: bad ``out_dir``/``resume``.
+        RunDirError: bad ``out_dir``/``resume`` (missing, foreign, unwritable, holding a run, in use).
+        CheckpointError: the resume point is corrupt or does not fit the model/optimizer.
         ConfigError: a setting that cannot work (``amp``, a batch size not divisible by the number of processes,
             ``tensorboard`` without the package).
         RunInterrupted: Ctrl-C; a resumable checkpoint was written first.
@@ -203,7 +144,7 @@ def run(
     """
     console = console or Console()
     if resume is not None:
-        cfg = _read_resume(resume)
+        cfg = read_resume(resume)
     elif cfg is None:
         raise ValueError("run() needs a config unless it resumes")
     world, device = init_distributed(cfg.device)
@@ -217,8 +158,21 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     _check_config(cfg, world)
     if not world.is_main:
         console = Console(quiet=True)  # rank 0 speaks for the run
-    run_dir = _shared_run_dir(cfg, out_dir, resume, world)
-    resuming = resume is not None
+    claim = claim_run_dir(cfg, out_dir, resume, world, console)
+    try:
+        return _train(cfg, claim, console, world, device)
+    except BaseException as e:
+        if world.is_main and claim.new and not isinstance(e, RunInterrupted | TrainingDiverged):
+            rd = RunDir(claim.path)
+            if rd.checkpoint("last") is None and not (rd.metrics.exists() and rd.metrics.stat().st_size):
+                claim.abandon(console)  # nothing was trained: leave nothing behind
+        raise
+    finally:
+        claim.release()
+
+
+def _train(cfg: RunConfig, claim: RunClaim, console: Console, world: World, device: torch.device) -> RunResult:
+    run_dir, resuming = claim.path, not claim.new
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -230,12 +184,14 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
     if cfg.sync_bn and world.distributed:
         model = convert_sync_batchnorm(model, device)
     run_ref = {k: signs_int8(m.weight) for k, m in _binary(model)}  # C2I reference of the whole run
+    if claim.new and world.is_main:
+        claim.record(cfg)  # data and model exist: the directory becomes a run
 
     state: dict[str, Any] | None = None
     metrics = MetricsWriter(RunDir(run_dir).metrics, enabled=world.is_main)
     purge_step = None
     if resuming:
-        state, purge_step = _load_resume_point(run_dir, model, metrics, world, device, console)
+        state, purge_step = load_resume_point(run_dir, cfg, model, metrics, world, device, console)
         if state is not None:
             run_ref = {k[len("run.") :]: v.to(device) for k, v in state["flips_run"].items()}
     if cfg.tensorboard and world.is_main:
