@@ -4,6 +4,7 @@ the fused epilogues, and whole models packed with ``pack_`` against their float 
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 
 import pytest
@@ -304,7 +305,7 @@ def _check_gate_and_mix(mul_r):
     out = torch.full((n, hw, c), float("nan"))
     t = torch.randn(c, generator=g)
     bits = torch.zeros(n, hh + 2, ww + 2, 1, dtype=torch.int64)
-    lib.ob_gate_residual(
+    assert not lib.ob_gate_residual(
         z.data_ptr(), r.data_ptr(), n, hh, ww, c, a.data_ptr(), h.data_ptr(), mul_r, out.data_ptr(), c,
         t.data_ptr(), bits.data_ptr(), 1, 1, 0, 2,
     )  # fmt: skip
@@ -313,7 +314,7 @@ def _check_gate_and_mix(mul_r):
     assert torch.equal(bits, pack_activations(nchw, t, 1, backend="torch"))
     # one part of a concatenation: rows of ldo = c + 5 floats, channels at offset 3 (the rest untouched)
     wide = torch.full((n, hw, c + 5), float("nan"))
-    lib.ob_gate_residual(
+    assert not lib.ob_gate_residual(
         z.data_ptr(), r.data_ptr(), n, hh, ww, c, a.data_ptr(), h.data_ptr(), mul_r, wide.data_ptr() + 12, c + 5,
         None, None, 0, 1, 0, 1,
     )  # fmt: skip
@@ -323,8 +324,9 @@ def _check_gate_and_mix(mul_r):
     want = (lam.double() * r.double() + oml.double() * z.double()).mean(1)
     for threads in (1, 2, 3, 64):  # per-thread partial sums over row ranges (64 > rows: clamped)
         m = torch.full((n, c), float("nan"))
-        assert lib.ob_mix_mean(
-            r.data_ptr(), z.data_ptr(), n, hw, c, lam.data_ptr(), oml.data_ptr(), m.data_ptr(), threads
+        assert (
+            lib.ob_mix_mean(r.data_ptr(), z.data_ptr(), n, hw, c, lam.data_ptr(), oml.data_ptr(), m.data_ptr(), threads)
+            == 0
         )
         assert (m.double() - want).abs().max() <= 1e-6, threads
 
@@ -352,7 +354,7 @@ def test_se_gate_kernel(c, hd):
             select_isa(isa)
             for threads in (1, 2, 3):
                 a, hidden = torch.full((n, c), float("nan")), torch.empty(n, hd)
-                lib.ob_se_gate(
+                assert not lib.ob_se_gate(
                     p.data_ptr(), n, c, hd, w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
                     gain.data_ptr(), a.data_ptr(), hidden.data_ptr(), threads,
                 )  # fmt: skip
@@ -381,7 +383,7 @@ def test_elm_residual_kernel(stride, h, w):
             for threads in (1, 2):
                 r = torch.full((n, rh, rw, c), float("nan"))
                 px = torch.full((n, rh, rw, c), float("nan")) if stride == 2 else None
-                lib.ob_elm_residual(
+                assert not lib.ob_elm_residual(
                     xn.data_ptr(), n, h, w, c, slope.data_ptr(), stride, None if px is None else px.data_ptr(),
                     r.data_ptr(), threads,
                 )  # fmt: skip
@@ -488,3 +490,167 @@ def test_pack_report_names_are_module_paths():
         names = dict(model.named_modules())
         assert report.packed and all(k in names and "_next" not in k for k in report.packed)
         assert all("_next" not in k for k in names)
+
+
+# ------------------------------------------------------------------------------------------------ argument checks
+@needs_native
+def test_kernel_entry_points_refuse_bad_arguments():
+    """Every exported function validates its arguments and returns a negative code, leaving its outputs untouched,
+    with ob_last_error naming the violated precondition; the good call next to each bad one succeeds."""
+    lib = _native.load()
+    thr = 2
+
+    def refused(rc, fn, outputs=()):
+        assert rc == -1, (fn, rc)
+        assert lib.ob_last_error().decode().startswith(fn + ": precondition"), lib.ob_last_error()
+        for t in outputs:
+            assert torch.isnan(t).all() if t.is_floating_point() else (t == -7).all(), fn
+
+    # sign + pack: x [1, 3, 4, 70] -> [1, 3, 4, 2]
+    x, out = torch.randn(1, 3, 4, 70), torch.full((1, 3, 4, 2), -7, dtype=torch.int64)
+    for args in ((1, 3, 4, 70, 0, 0, 1), (1, 3, 4, 0, 0, 0, 0), (1, -3, 4, 70, 0, 0, 2), (1, 3, 4, 70, -1, 0, 2)):
+        refused(lib.ob_pack_nhwc(x.data_ptr(), None, *args, out.data_ptr(), thr), "ob_pack_nhwc", [out])
+    refused(lib.ob_pack_nhwc(None, None, 1, 3, 4, 70, 0, 0, 2, out.data_ptr(), thr), "ob_pack_nhwc", [out])
+    assert lib.ob_pack_nhwc(x.data_ptr(), None, 1, 3, 4, 70, 0, 0, 2, out.data_ptr(), thr) == 0
+    assert lib.ob_pack_nhwc(None, None, 0, 3, 4, 70, 0, 0, 2, None, thr) == 0  # batch 0: nothing to touch
+
+    # conv: a 3x3, stride 1, padding 1 conv of 70 -> 9 channels on 5x6
+    xs, wt = torch.randn(2, 70, 5, 6), torch.randn(9, 70, 3, 3)
+    pw, xp = pack_weight(wt, 1, 1), pack_activations(xs, pad=1, backend="native")
+    from onebit.kernels.ops import _args_template
+
+    ep = ConvEpilogue(scale=torch.ones(9)).checked(9)
+    y = torch.full((2, 5, 6, 9), float("nan"))
+    bits = torch.full((2, 5, 6, 1), -7, dtype=torch.int64)
+
+    def conv(**change):
+        a = _native.ConvArgs.from_buffer_copy(_args_template(pw, ep))
+        a.x, a.n, a.hp, a.wp, a.h, a.w, a.oh, a.ow = xp.data_ptr(), 2, 7, 8, 5, 6, 5, 6
+        a.out_f, a.nthreads = y.data_ptr(), thr
+        for k, v in change.items():
+            setattr(a, k, v)
+        return lib.ob_conv(ctypes.byref(a))
+
+    for change in (
+        dict(oh=6),  # output larger than the input allows
+        dict(hp=6),  # border inconsistent with the padding
+        dict(k=1),  # words per pixel inconsistent with 70 channels
+        dict(x=None),
+        dict(n=-1),
+        dict(stride=0),
+        dict(out_bits=bits.data_ptr(), bk=0),  # packed output without room for 9 bits
+        dict(res=xs.data_ptr(), res_c=0),
+        dict(scale=None),
+        dict(kh=40, hp=7),
+    ):
+        refused(conv(**change), "ob_conv", [y, bits])
+    assert conv() >= 0 and not y.isnan().any()
+    assert conv(n=0, x=None) >= 0  # batch 0
+
+    # BNext passes
+    n, hh, ww, c = 1, 2, 3, 8
+    z, r, a, hb = torch.randn(n, hh, ww, c), torch.randn(n, hh, ww, c), torch.randn(n, c), torch.randn(c)
+    o, b = torch.full((n, hh, ww, c), float("nan")), torch.full((n, hh + 2, ww + 2, 1), -7, dtype=torch.int64)
+    gate = [z.data_ptr(), r.data_ptr(), n, hh, ww, c, a.data_ptr(), hb.data_ptr(), 0, o.data_ptr()]
+    refused(lib.ob_gate_residual(*gate, c - 1, None, None, 0, 1, 0, thr), "ob_gate_residual", [o])  # ldo < c
+    refused(lib.ob_gate_residual(*gate, c, None, b.data_ptr(), 1, 1, 1, thr), "ob_gate_residual", [o, b])  # word 1
+    refused(lib.ob_gate_residual(None, *gate[1:], c, None, None, 0, 1, 0, thr), "ob_gate_residual", [o])
+    assert lib.ob_gate_residual(*gate, c, None, b.data_ptr(), 1, 1, 0, thr) == 0
+
+    m = torch.full((n, c), float("nan"))
+    mix = [r.data_ptr(), z.data_ptr(), n]
+    lam = [a.data_ptr(), hb.data_ptr(), m.data_ptr(), thr]
+    refused(lib.ob_mix_mean(*mix, 0, c, *lam), "ob_mix_mean", [m])  # the mean of no pixels
+    refused(lib.ob_mix_mean(*mix, hh * ww, 0, *lam), "ob_mix_mean", [m])
+    refused(lib.ob_mix_mean(None, *mix[1:], hh * ww, c, *lam), "ob_mix_mean", [m])
+    assert lib.ob_mix_mean(None, None, 0, hh * ww, c, None, None, None, thr) == 0  # batch 0
+    assert lib.ob_mix_mean(*mix, hh * ww, c, *lam) == 0
+
+    res = torch.full((n, hh, ww, c), float("nan"))
+    refused(lib.ob_elm_residual(z.data_ptr(), n, hh, ww, c, hb.data_ptr(), 3, None, res.data_ptr(), thr),
+            "ob_elm_residual", [res])  # fmt: skip
+    refused(lib.ob_elm_residual(z.data_ptr(), n, hh, ww, c, None, 1, None, res.data_ptr(), thr),
+            "ob_elm_residual", [res])  # fmt: skip
+    assert lib.ob_elm_residual(z.data_ptr(), n, 1, 1, c, hb.data_ptr(), 2, None, None, thr) == 0  # no output pixel
+
+    hd = 3
+    w1, w2, hidden = torch.randn(hd, c), torch.randn(c, hd), torch.empty(n, hd)
+    g = torch.full((n, c), float("nan"))
+    se = [w1.data_ptr(), hb.data_ptr(), w2.data_ptr(), hb.data_ptr(), hb.data_ptr(), g.data_ptr(), hidden.data_ptr()]
+    refused(lib.ob_se_gate(a.data_ptr(), n, c, 0, *se, thr), "ob_se_gate", [g])
+    refused(lib.ob_se_gate(None, n, c, hd, *se, thr), "ob_se_gate", [g])
+    assert lib.ob_se_gate(a.data_ptr(), n, c, hd, *se, thr) == 0
+
+    assert lib.ob_ceiling(10, 1, None) == 0
+    assert lib.ob_last_error().decode() == "ob_ceiling: precondition `bits != NULL` violated"
+
+
+@needs_native
+def test_refused_kernel_call_raises_and_checks_at_the_boundary():
+    """A non-zero code becomes an exception; ops refuse what does not fit before calling the kernel."""
+    from onebit.kernels import KernelArgumentError
+
+    lib = _native.load()
+    lib.ob_pack_nhwc(None, None, 1, 1, 1, 0, 0, 0, 0, None, 1)
+    with pytest.raises(KernelArgumentError, match="ob_pack_nhwc.*precondition") as e:
+        _native.check(-1, "ob_pack_nhwc")
+    assert isinstance(e.value, ValueError) and isinstance(e.value, RuntimeError)
+    with pytest.raises(MemoryError):
+        _native.check(-2, "ob_mix_mean")
+    pw = pack_weight(torch.randn(4, 10, 3, 3), 1, 0)
+    xp = pack_activations(torch.randn(1, 10, 2, 5), backend="native")
+    with pytest.raises(RuntimeError, match="smaller than the kernel"):  # 2x5 without padding: no output pixel
+        binary_conv(xp, pw, (2, 5), backend="native")
+    with pytest.raises(KernelArgumentError, match="residual"):
+        binary_conv(xp, pack_weight(torch.randn(4, 10, 1, 1)), (2, 5), residual=torch.randn(1, 4, 2, 4))
+    # a non-contiguous packed input (a slice of a wider one) is read as its values, not as its memory layout
+    wide = pack_activations(torch.randn(2, 70, 6, 8), pad=1, backend="native")  # [2, 8, 10, 2]
+    part = wide[:, :, :6]  # a [2, 8, 6, 2] view: as the padded input of a 6 x 4 map
+    assert not part.is_contiguous()
+    pw = pack_weight(torch.randn(5, 70, 3, 3), 1, 1)
+    ref = binary_conv(part.contiguous(), pw, (6, 4), want_int=True, backend="torch")[2]
+    assert torch.equal(binary_conv(part, pw, (6, 4), want_int=True, backend="native")[2], ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS + (["int8"] if hasattr(torch, "_int_mm") else []))
+def test_nan_and_zero_binarize_to_plus_one(backend):
+    """The packed sign rule: +1 unless x < 0, so 0 and NaN read as +1 (the float sign gives both 0) on every
+    backend, in sign+pack and in the epilogue's packing of the next input."""
+    x = torch.tensor([float("nan"), 0.0, -0.0, -1.0, 2.0, float("inf"), -float("inf"), -1e-30]).reshape(1, 8, 1, 1)
+    want = [True, True, True, False, True, True, False, False]
+    xp = pack_activations(x, backend=backend)
+    if backend == "int8":
+        assert (xp.flatten() > 0).tolist() == want
+    else:
+        assert to_bits(x.flatten()).tolist() == want
+        assert torch.equal(xp, pack_activations(x, backend="torch"))
+        assert [(int(xp.flatten()[0]) >> i) & 1 == 1 for i in range(8)] == want
+    # the epilogue: y = dot * scale (scale NaN for channel 0, 0 for channel 1) packed with thresh 0
+    ones = torch.ones(1, 1, 1, 1)
+    pw = pack_weight(torch.ones(8, 1, 1, 1))
+    scale = torch.tensor([float("nan"), 0.0, 1.0, -1.0, 1.0, 1.0, -1.0, -1e-30])
+    ep = ConvEpilogue(scale=scale, thresh=torch.zeros(8))
+    _, bits, _ = binary_conv(pack_activations(ones, backend=backend), pw, (1, 1), ep, bits_pad=0, backend=backend)
+    got = (
+        (bits.flatten() > 0).tolist()
+        if backend == "int8"
+        else [(int(bits.flatten()[0]) >> i) & 1 == 1 for i in range(8)]
+    )
+    assert got == want
+
+
+@needs_native
+def test_kernel_library_from_the_environment(monkeypatch, tmp_path):
+    """ONEBIT_KERNEL_LIBRARY picks the library (the sanitizer build in CI); a path that does not load is an error."""
+    path = backend_info()["library"]
+    for var in ("_loaded", "_lib", "_path"):
+        monkeypatch.setattr(_native, var, None if var != "_loaded" else False)
+    monkeypatch.setenv("ONEBIT_KERNEL_LIBRARY", str(tmp_path / "missing.so"))
+    with pytest.raises(FileNotFoundError, match="ONEBIT_KERNEL_LIBRARY"):
+        _native.load()
+    (tmp_path / "junk.so").write_text("not a library")
+    monkeypatch.setenv("ONEBIT_KERNEL_LIBRARY", str(tmp_path / "junk.so"))
+    with pytest.raises(OSError, match="failed to load"):
+        _native.load()
+    monkeypatch.setenv("ONEBIT_KERNEL_LIBRARY", path)
+    assert _native.load() is not None and backend_info()["library"] == path

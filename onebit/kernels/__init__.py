@@ -7,17 +7,20 @@
   (:class:`PackConfig`);
 * :mod:`onebit.kernels.fuse` — fused packed modules of known blocks (ReActNet-A, BNext, Bi-Real), registered as
   fusers of :func:`pack_`;
-* :func:`backend_info` — which kernel runs (ISA, OpenMP) or why the pure-torch path is used.
+* :func:`backend_info` — which kernel runs (ISA, OpenMP) or why the pure-torch path is used;
+* :class:`KernelArgumentError` — what a packed model raises for an input it cannot take (see the contract in
+  :mod:`onebit.kernels.engine`).
 """
 
 from onebit.kernels import fuse  # noqa: F401  (registers the model fusers of pack_)
-from onebit.kernels._native import backend_info, select_isa
+from onebit.kernels._native import KernelArgumentError, backend_info, select_isa
 from onebit.kernels.engine import PackConfig, PackedConv2d, PackReport, pack_
 from onebit.kernels.fuse import FusedReActBlock
 from onebit.kernels.pack import pack_bits, packed_length, to_bits, unpack_bits
 
 __all__ = [
     "FusedReActBlock",
+    "KernelArgumentError",
     "PackConfig",
     "PackReport",
     "PackedConv2d",

@@ -4,7 +4,15 @@ The library is plain C with a C ABI (``csrc/*.c``, shared header ``csrc/bitconv.
 / ``pip install .`` through ``setup.py`` as an optional extension: a machine without a compiler still installs, and
 :func:`load` then returns ``None`` with the reason kept for :func:`backend_info` (the pure-torch reference path runs
 instead).
-``ONEBIT_KERNELS=torch`` forces the reference path; ``ONEBIT_KERNEL_ISA=portable|popcnt|avx2|avx512`` caps the ISA.
+``ONEBIT_KERNELS=torch`` forces the reference path; ``ONEBIT_KERNEL_ISA=portable|popcnt|avx2|avx512`` caps the ISA;
+``ONEBIT_KERNEL_LIBRARY=/path/to/lib.so`` loads that build of the same sources instead of the one next to this file
+(e.g. the sanitizer build of ``.ci/sanitize.sh``; a path that does not load is an error, not a fallback).
+
+Argument checks. Every entry point validates its own arguments (dims, word counts, buffer geometry, non-NULL
+pointers where there is work) and returns a negative code instead of touching memory; :func:`check` turns that into
+:class:`KernelArgumentError` with the precondition the library names (``ob_last_error``). The callers in
+:mod:`onebit.kernels.ops` and :mod:`onebit.kernels.fuse` check the tensors themselves (dtype, device, contiguity,
+shapes consistent with the dims they pass) before every call: the C side cannot see a buffer's size.
 """
 
 from __future__ import annotations
@@ -14,11 +22,20 @@ import os
 import warnings
 from pathlib import Path
 
-__all__ = ["ISA_NAMES", "ConvArgs", "backend_info", "load", "select_isa"]
+__all__ = ["ISA_NAMES", "ConvArgs", "KernelArgumentError", "backend_info", "check", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
-_ABI = 4  # ob_abi_version() (csrc/isa.c) of the library this module binds
+_ABI = 5  # ob_abi_version() (csrc/isa.c) of the library this module binds
+_LIBRARY_ENV = "ONEBIT_KERNEL_LIBRARY"
+_EINVAL, _ENOMEM = -1, -2  # OB_EINVAL, OB_ENOMEM of csrc/bitconv.h
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
+
+
+class KernelArgumentError(ValueError, RuntimeError):
+    """An input the packed engine cannot take: a shape, dtype, device or layout that does not fit the packed modules
+    or kernel buffers. A ``ValueError``, and a ``RuntimeError`` like the error a float module raises for the same
+    input (``F.conv2d``, ``F.avg_pool2d``, broadcasting), so code catching the eval model's error catches it too."""
+
 
 _p = ctypes.c_void_p
 _i = ctypes.c_int32
@@ -64,11 +81,15 @@ class ConvArgs(ctypes.Structure):
 
 
 _lib: ctypes.CDLL | None = None
+_path: Path | None = None  # the library loaded
 _reason: str | None = None
 _loaded = False
 
 
 def _find() -> Path | None:
+    env = os.environ.get(_LIBRARY_ENV, "")
+    if env:
+        return Path(env)
     here = Path(__file__).resolve().parent
     for pattern in ("_bitconv*.so", "_bitconv*.pyd", "_bitconv*.dylib"):
         hits = sorted(here.glob(pattern))
@@ -84,26 +105,42 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_isa.restype = ctypes.c_int
     lib.ob_has_openmp.restype = ctypes.c_int
     lib.ob_abi_version.restype = ctypes.c_int
+    lib.ob_last_error.restype = ctypes.c_char_p
     lib.ob_pack_nhwc.argtypes = [_p, _p, _i, _i, _i, _i, _i, _i, _i, _p, _i]
-    lib.ob_pack_nhwc.restype = None
+    lib.ob_pack_nhwc.restype = ctypes.c_int
     lib.ob_gate_residual.argtypes = [_p, _p, _i, _i, _i, _i, _p, _p, _i, _p, _i, _p, _p, _i, _i, _i, _i]
-    lib.ob_gate_residual.restype = None
+    lib.ob_gate_residual.restype = ctypes.c_int
     lib.ob_mix_mean.argtypes = [_p, _p, _i, _i, _i, _p, _p, _p, _i]
     lib.ob_mix_mean.restype = ctypes.c_int
     lib.ob_elm_residual.argtypes = [_p, _i, _i, _i, _i, _p, _i, _p, _p, _i]
-    lib.ob_elm_residual.restype = None
+    lib.ob_elm_residual.restype = ctypes.c_int
     lib.ob_se_gate.argtypes = [_p, _i, _i, _i, _p, _p, _p, _p, _p, _p, _p, _i]
-    lib.ob_se_gate.restype = None
+    lib.ob_se_gate.restype = ctypes.c_int
     lib.ob_conv.argtypes = [ctypes.POINTER(ConvArgs)]
     lib.ob_conv.restype = ctypes.c_int
     lib.ob_ceiling.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]
     lib.ob_ceiling.restype = ctypes.c_uint64
 
 
+def check(rc: int, name: str) -> int:
+    """``rc`` of the entry point ``name`` when it succeeded (>= 0), else raise what it reported.
+
+    Raises:
+        KernelArgumentError: the library refused its arguments (a bug of the caller's checks: nothing was touched).
+        MemoryError: a temporary buffer could not be allocated.
+    """
+    if rc >= 0:
+        return rc
+    msg = (_lib.ob_last_error() or b"").decode(errors="replace") if _lib is not None else ""
+    if rc == _ENOMEM:
+        raise MemoryError(f"{name}: {msg or 'could not allocate a temporary buffer'}")
+    raise KernelArgumentError(f"{name} refused its arguments (code {rc}): {msg or 'no detail'}")
+
+
 def load() -> ctypes.CDLL | None:
     """The compiled library, or ``None`` (reason in :func:`backend_info`) when it is absent, fails to load or is
     switched off with ``ONEBIT_KERNELS=torch``. Warns once when a build was expected but none loads."""
-    global _lib, _reason, _loaded
+    global _lib, _path, _reason, _loaded
     if _loaded:
         return _lib
     _loaded = True
@@ -111,6 +148,9 @@ def load() -> ctypes.CDLL | None:
         _reason = "ONEBIT_KERNELS=torch forces the pure-torch reference path"
         return None
     path = _find()
+    if os.environ.get(_LIBRARY_ENV) and path is not None and not path.is_file():
+        _loaded = False  # raised on every call, not once
+        raise FileNotFoundError(f"{_LIBRARY_ENV}={path}: no such library")
     if path is None:
         _reason = (
             "no compiled kernel (onebit/kernels/_bitconv*.so) found: the package was installed without a working "
@@ -125,6 +165,9 @@ def load() -> ctypes.CDLL | None:
             raise OSError(f"ABI version {lib.ob_abi_version()} != {_ABI} (stale build: rerun `pip install -e .`)")
         _bind(lib)
     except (OSError, AttributeError) as e:
+        if os.environ.get(_LIBRARY_ENV):  # asked for by path: silently testing the reference path would mislead
+            _loaded = False
+            raise OSError(f"{_LIBRARY_ENV}={path} failed to load: {e}") from e
         _reason = f"{path.name} failed to load ({e}); the pure-torch reference path is used"
         warnings.warn(_reason, RuntimeWarning, stacklevel=2)
         return None
@@ -133,7 +176,7 @@ def load() -> ctypes.CDLL | None:
         if isa not in _ISA_ENV:
             raise ValueError(f"ONEBIT_KERNEL_ISA must be one of {sorted(_ISA_ENV)}, got {isa!r}")
         lib.ob_select_isa(_ISA_ENV[isa])
-    _lib = lib
+    _lib, _path = lib, path
     return lib
 
 
@@ -170,7 +213,7 @@ def backend_info() -> dict:
         "isa": ISA_NAMES[lib.ob_isa()],
         "cpu_isa": ISA_NAMES[lib.ob_cpu_isa()],
         "openmp": bool(lib.ob_has_openmp()),
-        "library": str(_find()),
+        "library": str(_path),
         "reason": None,
         **gpu,
     }

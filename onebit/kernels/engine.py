@@ -19,6 +19,22 @@ registers them.
 Packed modules are inference-only: ``pack_`` refuses a model in training mode, and their forward refuses an input
 that requires grad. sign(0): the packed world maps an exact 0 to +1; the float models give 0 (no effect unless an
 activation is exactly 0 after its shift).
+
+Contract. For every input a packed model returns what the eval model returns (to float32 rounding: BN/α folding,
+pooled sums; the tests compare with a float64 copy of the eval model, 1e-4 of the largest logit; a sign input within
+float32 rounding of 0 may binarize either way, as it may between the float32 and float64 eval models) or raises the
+error the eval model raises, of the same type: shape, dtype and device problems raise
+:class:`~onebit.kernels._native.KernelArgumentError`, which is a ``RuntimeError`` (the type ``F.conv2d``,
+``F.avg_pool2d`` and broadcasting raise) and a ``ValueError`` (the type ``BatchNorm2d`` raises for a 3-D input).
+Where the eval model broadcasts (a stride-2 block on an odd input whose pooled residual is 1 pixel wide), the packed
+model broadcasts too; where it refuses, the packed model refuses before any kernel call. A batch of 0 gives an
+empty output, as the eval model. Packed modules compute in float32 and refuse other input dtypes, as the float32
+layers they replace (a floating input is converted only under autocast). NaN and ±inf: the float parts of a packed
+model (stem, BN, residuals, pooling, head) are the eval model's operations and carry NaN/inf exactly as it does; a
+binary conv reads a NaN input as it reads an exact 0, as +1 — the float sign gives NaN and 0 the same value, 0, which
+one bit cannot hold; so a packed model equals the eval model whose input signs map 0 and NaN to +1 (what the fuzz
+tests compare with: ``tests/test_packed_fuzz.py``). In the registered models a NaN/inf input pixel makes the logits
+of its image NaN in both, except where a stride-2 shortcut skips the pixel (the binary branch then decides).
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ from torch import Tensor, nn
 
 from onebit.binarize import ApproxSign, Identity, SignSTE
 from onebit.kernels import _native
+from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.ops import (
     ConvEpilogue,
     PackedWeight,
@@ -48,6 +65,7 @@ __all__ = [
     "BACKENDS",
     "FUSERS",
     "Backend",
+    "KernelArgumentError",
     "PackConfig",
     "PackReport",
     "PackedConv2d",
@@ -152,7 +170,7 @@ def binary_weight_signs(conv: BinaryConv2d) -> tuple[Tensor, Tensor, int] | str:
             "(e.g. a progressive binarizer above its temperature threshold)"
         )
     zeros = int(((mag == 0) & (a4 > 0)).sum())
-    return torch.where(wb >= 0, 1.0, -1.0), alpha, zeros
+    return torch.where(wb < 0, -1.0, 1.0), alpha, zeros
 
 
 def _bn_affine(bn: nn.BatchNorm2d | None, c: int) -> tuple[Tensor, Tensor]:
@@ -183,6 +201,27 @@ def _to(t: Tensor | None, device: torch.device) -> Tensor | None:
 def _check_inference(x: Tensor) -> None:
     if torch.is_grad_enabled() and x.requires_grad:
         raise RuntimeError("packed modules are inference-only: run them under torch.no_grad()/inference_mode()")
+
+
+def _check_input(x: Tensor, channels: int, what: str) -> Tensor:
+    """``x`` as the float32 ``[N, channels, H, W]`` a packed module computes on, or the error the float32 layers it
+    replaces raise for it (:class:`KernelArgumentError`: a ``RuntimeError`` and a ``ValueError``). Per call, a few
+    attribute reads."""
+    _check_inference(x)
+    shape = x.shape
+    if len(shape) != 4 or shape[1] != channels:
+        raise KernelArgumentError(
+            f"{what} expects input [N, {channels}, H, W], got {tuple(shape)} (expected {channels} channels in a "
+            "4-D batch)"
+        )
+    if x.dtype is not torch.float32:
+        if x.is_floating_point() and torch.is_autocast_enabled(x.device.type):
+            return x.float()
+        raise KernelArgumentError(
+            f"{what}: input type ({x.dtype}) and weight type (torch.float32) should be the same (packed modules "
+            "compute in float32, as the float32 layers they replace)"
+        )
+    return x
 
 
 class PackedConv2d(nn.Module):
@@ -254,9 +293,9 @@ class PackedConv2d(nn.Module):
     def forward(self, x: Tensor, xp: Tensor | None = None) -> Tensor:
         """``x`` float ``[N, C, H, W]``; ``xp``: its packed bits (sign(x + shift), border = the padding) when a
         producer already emitted them."""
-        _check_inference(x)
+        x = _check_input(x, self.pw.in_channels, "packed conv")
         if xp is None:
-            xp = pack_activations(x.float(), self.shift, self.pw.padding, backend=self.backend)
+            xp = pack_activations(x, self.shift, self.pw.padding, backend=self.backend)
         y, _, _ = binary_conv(xp, self.pw, tuple(x.shape[2:]), self.epilogue, backend=self.backend)  # type: ignore[arg-type]
         return y  # type: ignore[return-value]
 

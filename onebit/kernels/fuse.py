@@ -19,11 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.kernels import _native
+from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.engine import (
     PackedConv2d,
     PackReport,
     _bn_affine,
-    _check_inference,
+    _check_input,
     _not_packable,
     _set_child,
     _target_device,
@@ -38,6 +39,7 @@ from onebit.kernels.ops import (
     _args_template,
     _nhwc,
     _ptr,
+    _require_cpu,
     binary_conv,
     pack_activations,
     pack_weight,
@@ -126,15 +128,16 @@ class FusedReActBlock(nn.Module):
         return self
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_inference(x)
-        x = x.float()
-        h, w = x.shape[2:]
         handoff, self._handoff = self._handoff, None
-        if handoff is not None and handoff[0] is x:
+        x_in = x
+        x = _check_input(x, self.inplanes, "fused ReActNet block")
+        h, w = x.shape[2:]
+        if handoff is not None and handoff[0] is x_in:
             xp = handoff[1]
         else:
             xp = pack_activations(x, self.shift_in, self.conv1.pw.padding, backend=self.backend)
         res = F.avg_pool2d(x, kernel_size=2, stride=2) if self.stride == 2 else x
+        res = _broadcast_residual(res, self.conv1.pw.out_size(h, w))
         o1, a_bits, _ = binary_conv(
             xp, self.conv1.pw, (h, w), self.conv1.epilogue, residual=res, bits_pad=0, backend=self.backend
         )
@@ -261,15 +264,20 @@ class FusedBNextProcessor(nn.Module):
     def forward(self, x: Tensor, out: Tensor | None = None, offset: int = 0) -> Tensor:
         """``x`` float ``[N, C, H, W]``. ``out``: an NHWC float32 ``[N, OH, OW, C_total]`` to write this processor's
         channels into at ``offset`` (one part of a channel concatenation); then ``out`` is returned as NCHW view."""
-        _check_inference(x)
         handoff = self._handoff
         if handoff is not None:
             self.__dict__["_handoff"] = None  # plain attribute: skips nn.Module.__setattr__ on the hot path
         xp = handoff[1] if handoff is not None and handoff[0] is x else None
-        x = x.float()
-        if x.device.type == "cpu" and x.dim() == 4 and resolve_backend(self.backend) == "native":
-            return self._forward_native(x, xp, out, offset)
-        # the generic path (pure-torch or int8 backend, any device)
+        x = _check_input(x, self.conv.pw.in_channels, "fused BNext processor")
+        if x.device.type == "cpu" and resolve_backend(self.backend) == "native":
+            y = self._forward_native(x, xp, out, offset)
+            if y is not None:
+                return y
+        return self._forward_generic(x, xp, out, offset)
+
+    def _forward_generic(self, x: Tensor, xp: Tensor | None, out: Tensor | None, offset: int) -> Tensor:
+        """The torch-op path (pure-torch or int8 backend, any device; and the native backend's fallback for shapes
+        the fused kernels do not take): the eval processor's operations, with its broadcasting and its errors."""
         pooled_x, r = self._residual(x)
         z = self.conv(x, xp)  # [N, C, OH, OW], NHWC memory
         n, c, oh, ow = z.shape
@@ -282,7 +290,7 @@ class FusedBNextProcessor(nn.Module):
             a = self.g2.expand(n, c)
         a = a.float().contiguous()
         rn = _nhwc(r.float())
-        _check_out(out, n, oh, ow, c, offset)
+        _check_out(out, n, oh, ow, c, offset, x.device)
         v = a.reshape(n, 1, 1, c) * zn
         if self.elm:
             v = v * rn
@@ -305,35 +313,71 @@ class FusedBNextProcessor(nn.Module):
         return pooled_x, (F.avg_pool2d(a1, 2, 2) if self.stride == 2 else a1)
 
     def _make_plan(self, n: int, h: int, w: int) -> _ProcessorPlan:
+        """The call-invariant state for inputs ``[n, C, h, w]``, with every tensor the kernels will read by pointer
+        checked (device, dtype, contiguity, size) once here instead of on every call."""
         conv = self.conv
         pw = conv.pw
-        oh, ow = pw.out_size(h, w)
-        args = _native.ConvArgs.from_buffer_copy(_args_template(pw, conv.epilogue))
+        oh, ow = pw.out_size(h, w)  # raises as F.conv2d for an input smaller than the kernel
+        c, cin = pw.out_channels, pw.in_channels
+        args = _native.ConvArgs.from_buffer_copy(_args_template(pw, conv.epilogue))  # checks weights and epilogue
+        _require_cpu(conv.shift, torch.float32, cin, "processor input shift")
+        _require_cpu(self.g2, torch.float32, c, "BN2 gain")
+        _require_cpu(self.h2, torch.float32, c, "BN2 shift")
+        if self._c_residual:
+            _require_cpu(self.slope1, torch.float32, cin, "PReLU_a slope")
+        if self.recouple:
+            _require_cpu(self.lam, torch.float32, c, "lambda")
+            _require_cpu(self.one_minus_lam, torch.float32, c, "1 - lambda")
+            if self._se_linear:
+                hd = self.se_w1.shape[0]
+                _require_cpu(self.se_w1, torch.float32, hd * c, "SE weight 1")
+                _require_cpu(self.se_b1, torch.float32, hd, "SE bias 1")
+                _require_cpu(self.se_w2, torch.float32, c * hd, "SE weight 2")
+                _require_cpu(self.se_b2, torch.float32, c, "SE bias 2")
+        # The fused tail reads Z, R and the mix reference as [N, OH, OW, C]: with the C residual pass R is
+        # [N, h/2, w/2, Cin] at stride 2 (floor, as avg_pool2d), [N, h, w, Cin] else. Any other geometry (an odd
+        # input: the conv gives ceil(h/2); a residual of other width) goes the generic path, which broadcasts as the
+        # eval processor does or raises its error.
+        rh, rw = (h // 2, w // 2) if self.stride == 2 else (h, w)
+        fused = not self._c_residual or ((rh, rw) == (oh, ow) and cin == c)
         pad = pw.padding
         args.n, args.hp, args.wp, args.h, args.w, args.oh, args.ow = n, h + 2 * pad, w + 2 * pad, h, w, oh, ow
         nxt = self._next
         emit = nxt is not None and nxt.conv.shift is not None
+        if emit:
+            _require_cpu(nxt.conv.shift, torch.float32, c, "next processor's shift")  # type: ignore[union-attr]
+            emit = nxt.conv.pw.in_channels == c  # type: ignore[union-attr]
         plan = _ProcessorPlan(
             args=args,
+            fused=fused,
             oh=oh,
             ow=ow,
-            c=pw.out_channels,
-            cin=pw.in_channels,
+            c=c,
+            cin=cin,
             pad=pad,
             xp_shape=(n, h + 2 * pad, w + 2 * pad, (pw.in_channels + 63) // 64),
             shift=_ptr(conv.shift),
             emit_pad=nxt.conv.pw.padding if emit else -1,  # type: ignore[union-attr]
             emit_t=_ptr(nxt.conv.shift) if emit else None,  # type: ignore[union-attr]
         )
+        if len(self._plans) >= 64:  # many input shapes (e.g. a fuzzer): keep the cache bounded
+            self._plans.clear()
         self._plans[(n, h, w)] = plan
         return plan
 
-    def _forward_native(self, x: Tensor, xp: Tensor | None, out: Tensor | None, offset: int) -> Tensor:
-        """The compiled-kernel path of :meth:`forward` (CPU, float32): the same operations as the generic path, with
-        the call-invariant work (kernel arguments, shapes, pointers) done once per input shape."""
+    def _forward_native(self, x: Tensor, xp: Tensor | None, out: Tensor | None, offset: int) -> Tensor | None:
+        """The compiled-kernel path of :meth:`forward` (CPU, float32 ``x`` of the conv's channels, as
+        :func:`_check_input` leaves it): the same operations as the generic path, with the call-invariant work
+        (kernel arguments, shapes, pointer checks) done once per input shape. ``None`` (nothing done) for a shape
+        whose residual does not match the conv output: the generic path then does what the eval processor does."""
         lib = _native.load()
         n, _, h, w = x.shape
         plan = self._plans.get((n, h, w)) or self._make_plan(n, h, w)
+        if not plan.fused:
+            return None
+        if xp is not None and (xp.shape != plan.xp_shape or xp.dtype != torch.int64 or not xp.is_contiguous()):
+            xp = None  # not bits of this layout (a handoff always is): pack again
+        oh, ow, c = plan.oh, plan.ow, plan.c
         thr = torch.get_num_threads()
         if self._c_residual:
             xn = _nhwc(x)  # held: the kernels read it
@@ -342,57 +386,75 @@ class FusedBNextProcessor(nn.Module):
             r = torch.empty(n, rh, rw, cin, dtype=torch.float32)
             want_px = self.stride == 2 and self.recouple and not self.mix_residual
             px = torch.empty(n, rh, rw, cin, dtype=torch.float32) if want_px else None
-            lib.ob_elm_residual(  # type: ignore[union-attr]
-                xn.data_ptr(), n, h, w, cin, self.slope1.data_ptr(), self.stride, _ptr(px), r.data_ptr(), thr
+            _native.check(
+                lib.ob_elm_residual(  # type: ignore[union-attr]
+                    xn.data_ptr(), n, h, w, cin, self.slope1.data_ptr(), self.stride, _ptr(px), r.data_ptr(), thr
+                ),
+                "ob_elm_residual",
             )
             pooled_x = x if px is None else px.permute(0, 3, 1, 2)
             r = r.permute(0, 3, 1, 2)
         else:
             pooled_x, r = self._residual(x)
-        oh, ow, c = plan.oh, plan.ow, plan.c
+            want = (n, c, oh, ow)
+            if r.shape != want or (self.recouple and not self.mix_residual and pooled_x.shape != want):
+                return None  # broadcast or refused by the generic path, as by the eval processor
         if xp is None:
             xp = torch.zeros(plan.xp_shape, dtype=torch.int64)
             xn = _nhwc(x)  # held: the kernel reads it
-            lib.ob_pack_nhwc(  # type: ignore[union-attr]
-                xn.data_ptr(), plan.shift, n, h, w, plan.cin, plan.pad, plan.pad, plan.xp_shape[3],
-                xp.data_ptr(), thr,
+            _native.check(
+                lib.ob_pack_nhwc(  # type: ignore[union-attr]
+                    xn.data_ptr(), plan.shift, n, h, w, plan.cin, plan.pad, plan.pad, plan.xp_shape[3],
+                    xp.data_ptr(), thr,
+                ),
+                "ob_pack_nhwc",
             )  # fmt: skip
         zn = torch.empty(n, oh, ow, c, dtype=torch.float32)  # Z = PReLU_b(BN1(conv)), NHWC
         args = _native.ConvArgs.from_buffer_copy(plan.args)
         args.x, args.out_f, args.nthreads = xp.data_ptr(), zn.data_ptr(), thr
-        lib.ob_conv(ctypes.byref(args))  # type: ignore[union-attr]
+        _native.check(lib.ob_conv(ctypes.byref(args)), "ob_conv")  # type: ignore[union-attr]
         if self.recouple:
             ref = r if self.mix_residual else pooled_x
             m = torch.empty(n, c, dtype=torch.float32)
-            refn = _nhwc(ref.float())  # held: the kernel reads it
-            if not lib.ob_mix_mean(  # type: ignore[union-attr]
-                refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(), self.one_minus_lam.data_ptr(),
-                m.data_ptr(), thr,
-            ):  # fmt: skip
-                raise MemoryError(f"ob_mix_mean: no memory for the partial sums of a [{n}, {oh * ow}, {c}] input")
+            refn = _nhwc(ref.float())  # held: the kernel reads it; [N, OH, OW, C] (checked above)
+            _native.check(
+                lib.ob_mix_mean(  # type: ignore[union-attr]
+                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(),
+                    self.one_minus_lam.data_ptr(), m.data_ptr(), thr,
+                ),
+                "ob_mix_mean",
+            )  # fmt: skip
             if self._se_linear:  # one C pass: both products, ReLU, sigmoid, BN2's gain
                 a = torch.empty(n, c, dtype=torch.float32)
                 hidden = torch.empty(n, self.se_w1.shape[0], dtype=torch.float32)
-                lib.ob_se_gate(  # type: ignore[union-attr]
-                    m.data_ptr(), n, c, hidden.shape[1], self.se_w1.data_ptr(), self.se_b1.data_ptr(),
-                    self.se_w2.data_ptr(), self.se_b2.data_ptr(), self.g2.data_ptr(), a.data_ptr(),
-                    hidden.data_ptr(), thr,
+                _native.check(
+                    lib.ob_se_gate(  # type: ignore[union-attr]
+                        m.data_ptr(), n, c, hidden.shape[1], self.se_w1.data_ptr(), self.se_b1.data_ptr(),
+                        self.se_w2.data_ptr(), self.se_b2.data_ptr(), self.g2.data_ptr(), a.data_ptr(),
+                        hidden.data_ptr(), thr,
+                    ),
+                    "ob_se_gate",
                 )  # fmt: skip
             else:
                 a = (self._se_gate(m) * self.g2).float().contiguous()
+                if a.shape != (n, c):
+                    raise KernelArgumentError(f"SE gate gave {tuple(a.shape)} for [{n}, {c}] pooled vectors")
         else:
             a = self.g2.expand(n, c).contiguous()
         rn = _nhwc(r.float())
-        _check_out(out, n, oh, ow, c, offset)
+        _check_out(out, n, oh, ow, c, offset, x.device)
         dst = torch.empty(n, oh, ow, c, dtype=torch.float32) if out is None else out
         bits, pad = None, 0
         if plan.emit_pad >= 0 and out is None:
             pad = plan.emit_pad
             bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
-        lib.ob_gate_residual(  # type: ignore[union-attr]
-            zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
-            dst.data_ptr() + 4 * offset, dst.shape[3], plan.emit_t if bits is not None else None, _ptr(bits), pad,
-            (c + 63) // 64, 0, thr,
+        _native.check(
+            lib.ob_gate_residual(  # type: ignore[union-attr]
+                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
+                dst.data_ptr() + 4 * offset, dst.shape[3], plan.emit_t if bits is not None else None, _ptr(bits), pad,
+                (c + 63) // 64, 0, thr,
+            ),
+            "ob_gate_residual",
         )  # fmt: skip
         y = dst.permute(0, 3, 1, 2)
         if bits is not None:
@@ -407,9 +469,33 @@ class FusedBNextProcessor(nn.Module):
         return f"{self.desc}, stride={self.stride}, recouple={self.recouple}"
 
 
-def _check_out(out: Tensor | None, n: int, oh: int, ow: int, c: int, offset: int) -> None:
-    if out is not None and (out.shape[:3] != (n, oh, ow) or offset + c > out.shape[3] or not out.is_contiguous()):
-        raise ValueError(f"out {tuple(out.shape)} cannot take {c} channels at {offset} of [{n}, {oh}, {ow}, ·]")
+def _check_out(out: Tensor | None, n: int, oh: int, ow: int, c: int, offset: int, device: torch.device) -> None:
+    if out is not None and (
+        out.dim() != 4
+        or out.shape[:3] != (n, oh, ow)
+        or offset < 0
+        or offset + c > out.shape[3]
+        or not out.is_contiguous()
+        or out.dtype != torch.float32
+        or out.device != device
+    ):
+        raise KernelArgumentError(
+            f"out {out.dtype} {tuple(out.shape)} on {out.device} cannot take {c} channels at {offset} of "
+            f"[{n}, {oh}, {ow}, ·] (contiguous float32 on {device})"
+        )
+
+
+def _broadcast_residual(res: Tensor, size: tuple[int, int]) -> Tensor:
+    """``res [N, C, h, w]`` for a conv output of ``size``: itself when it fits, else broadcast as the eval block's
+    ``res + conv(x)`` broadcasts (a stride-2 block on an odd input pools to floor(h/2), the conv gives ceil(h/2):
+    only a 1-pixel-wide residual broadcasts), or the error broadcasting raises (a ``RuntimeError``)."""
+    if tuple(res.shape[2:]) == size:
+        return res
+    n, c = res.shape[:2]
+    full = torch.broadcast_shapes(res.shape, (n, c, *size))  # raises as `res + conv` does in the eval block
+    if tuple(full) != (n, c, *size):  # a residual larger than the conv output (not produced by these blocks)
+        raise KernelArgumentError(f"residual {tuple(res.shape)} is larger than the conv output {size}")
+    return res.expand(full)
 
 
 @dataclass
@@ -417,6 +503,7 @@ class _ProcessorPlan:
     """Call-invariant native-path state of one :class:`FusedBNextProcessor` for one input shape."""
 
     args: _native.ConvArgs  # the conv's kernel arguments but input, output and thread count
+    fused: bool  # the fused kernels take this shape (else the generic path runs: broadcasting, the eval's errors)
     oh: int
     ow: int
     c: int

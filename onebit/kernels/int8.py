@@ -32,8 +32,8 @@ def _up8(v: int) -> int:
 
 
 def sign_int8(t: Tensor) -> Tensor:
-    """``t >= 0`` as int8 ±1 (the packed rule: sign(0) -> +1, NaN -> -1 as in :func:`onebit.kernels.pack.to_bits`)."""
-    return torch.where(t >= 0, 1, -1).to(torch.int8)
+    """``not t < 0`` as int8 ±1 (the packed rule of :func:`onebit.kernels.pack.to_bits`: 0 and NaN -> +1)."""
+    return torch.where(t < 0, -1, 1).to(torch.int8)
 
 
 def pack_int8(v: Tensor, pad: int) -> Tensor:

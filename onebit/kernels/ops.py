@@ -15,7 +15,15 @@ whole 64-bit words (little-endian), with an all-zero spatial border of the consu
 Exactness. For ±1 vectors of n values, dot = n − 2·popcount(x XOR w). A zero border word reads as n values of −1,
 so a padded tap contributes −Σw_tap; adding ``(1 + pad_value)·Σw_tap`` for each padded tap gives exact zero padding
 (``pad_value = 0``, the official models) or ±1 padding. The packed world has no 0: an input of exactly 0 after the
-shift binarizes to +1, while the float models' ``torch.sign`` gives 0 there (see :mod:`onebit.binarize`).
+shift binarizes to +1, while the float models' ``torch.sign`` gives 0 there (see :mod:`onebit.binarize`); a NaN
+binarizes as 0 does (+1: the float sign also gives NaN the value of 0). Everything after the popcount is float32
+and carries NaN/inf as the float model does.
+
+Argument checks. Each op checks its tensors where they meet the compiled kernel — dtype, device, contiguity (a
+non-contiguous packed input is copied), shapes consistent with the dims passed, an output of at least one pixel —
+and raises :class:`~onebit.kernels._native.KernelArgumentError` (a ``ValueError`` and a ``RuntimeError``, like the
+errors of ``F.conv2d`` for the same input) before any call; call-invariant tensors (packed weights, epilogue vectors)
+are checked once, when their kernel-argument template is built. The kernels check their own arguments too.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ __all__ = [
     "ConvEpilogue",
     "PackedWeight",
     "binary_conv",
+    "conv_out_size",
     "pack_activations",
     "pack_weight",
     "popcount64",
@@ -109,8 +118,37 @@ def _ptr(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+_Err = _native.KernelArgumentError
+
+
+def _require_cpu(t: Tensor | None, dtype: torch.dtype, numel: int | None, what: str) -> None:
+    """``t`` (unless ``None``) is a contiguous CPU tensor of ``dtype`` with ``numel`` elements (when given): what a
+    raw pointer handed to the compiled kernel must be."""
+    if t is None:
+        return
+    wrong_size = numel is not None and t.numel() != numel
+    if t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous() or wrong_size:
+        raise _Err(
+            f"{what}: the native kernel needs a contiguous CPU {dtype} tensor"
+            + (f" of {numel} elements" if numel is not None else "")
+            + f", got {t.dtype} {tuple(t.shape)} on {t.device}"
+            + ("" if t.is_contiguous() else " (not contiguous)")
+        )
+
+
+def conv_out_size(h: int, w: int, kernel_size: tuple[int, int], stride: int, padding: int) -> tuple[int, int]:
+    """``(OH, OW)`` of a conv; raises like ``F.conv2d`` when the padded input is smaller than the kernel."""
+    kh, kw = kernel_size
+    if h < 1 or w < 1 or h + 2 * padding < kh or w + 2 * padding < kw:
+        raise _Err(
+            f"input {h}x{w} (padded {h + 2 * padding}x{w + 2 * padding}) is smaller than the kernel {kh}x{kw}: "
+            "kernel size can't be greater than actual input size"
+        )
+    return (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
+
+
 def pack_activations(x: Tensor, shift: Tensor | None = None, pad: int = 0, backend: str | None = None) -> Tensor:
-    """Bits of ``x + shift >= 0`` (``x`` float32 NCHW, any memory format) as NHWC words with a zero border ``pad``.
+    """Bits of ``not x + shift < 0`` (``x`` float32 NCHW, any memory format) as NHWC words with a zero border ``pad``.
 
     Args:
         x: activations ``[N, C, H, W]``.
@@ -123,18 +161,22 @@ def pack_activations(x: Tensor, shift: Tensor | None = None, pad: int = 0, backe
         ``[N, H + 2 pad, W + 2 pad, C]`` with a border of 0 (see :mod:`onebit.kernels.int8`).
     """
     if x.dim() != 4 or x.dtype != torch.float32:
-        raise ValueError(f"pack_activations expects a float32 [N, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
+        raise _Err(f"pack_activations expects a float32 [N, C, H, W] tensor, got {x.dtype} {tuple(x.shape)}")
     n, c, h, w = x.shape
     if shift is not None and shift.numel() != c:
-        raise ValueError(f"shift has {shift.numel()} values for {c} channels")
+        raise _Err(f"shift has {shift.numel()} values for {c} channels")
+    if pad < 0 or c < 1:
+        raise _Err(f"pack_activations: padding {pad} must be >= 0 and channels {c} >= 1")
     be = resolve_backend(backend, x.device)
     if be == "native":
         xs = _nhwc(x)
         t = None if shift is None else shift.detach().reshape(-1).float().contiguous()
+        _require_cpu(t, torch.float32, c, "pack_activations shift")
         out = torch.zeros(n, h + 2 * pad, w + 2 * pad, _words(c), dtype=torch.int64)
-        _native.load().ob_pack_nhwc(  # type: ignore[union-attr]
+        rc = _native.load().ob_pack_nhwc(  # type: ignore[union-attr]
             xs.data_ptr(), _ptr(t), n, h, w, c, pad, pad, _words(c), out.data_ptr(), torch.get_num_threads()
         )
+        _native.check(rc, "ob_pack_nhwc")
         return out
     v = x if shift is None else x + shift.detach().reshape(1, c, 1, 1).float()
     if be == "int8":
@@ -198,8 +240,9 @@ class PackedWeight:
         return self.w8
 
     def out_size(self, h: int, w: int) -> tuple[int, int]:
-        kh, kw = self.kernel_size
-        return (h + 2 * self.padding - kh) // self.stride + 1, (w + 2 * self.padding - kw) // self.stride + 1
+        """``(OH, OW)`` for an unpadded ``h x w`` input; raises :class:`KernelArgumentError` (a ``RuntimeError``, as
+        ``F.conv2d``) when the padded input is smaller than the kernel."""
+        return conv_out_size(h, w, self.kernel_size, self.stride, self.padding)
 
 
 def pack_weight(
@@ -310,7 +353,7 @@ def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
     n = xp.shape[0]
     oh, ow = pw.out_size(h, w)
     cols = xp.unfold(1, kh, s).unfold(2, kw, s)[:, :oh, :ow]  # [N, OH, OW, K, KH, KW]
-    cols = cols.permute(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, -1)  # [P, KH*KW*K]
+    cols = cols.permute(0, 1, 2, 4, 5, 3).reshape(n * oh * ow, kh * kw * xp.shape[3])  # [P, KH*KW*K] (n may be 0)
     wm = pw.words.reshape(pw.out_channels, -1)  # [O, L]
     rows = max(1, (1 << 22) // max(1, wm.numel()))
     counts = torch.empty(cols.shape[0], pw.out_channels, dtype=torch.int64, device=xp.device)
@@ -327,7 +370,7 @@ def _conv_torch(xp: Tensor, pw: PackedWeight, h: int, w: int) -> Tensor:
         out_x = (tx < 0) | (tx >= w)
         padded = (out_y[:, None, :, None] | out_x[None, :, None, :]).reshape(oh * ow, kh * kw)  # [OH*OW, T]
         fix = padded.to(torch.int64) @ pw.corr.to(torch.int64)  # [OH*OW, O]
-        dot = dot.reshape(n, oh * ow, -1) + fix[None]
+        dot = dot.reshape(n, oh * ow, pw.out_channels) + fix[None]
     return dot.reshape(n, oh, ow, pw.out_channels).to(torch.int32)
 
 
@@ -370,6 +413,14 @@ def _args_template(pw: PackedWeight, ep: ConvEpilogue) -> _native.ConvArgs:
     if hit is not None and hit[0] is ep:
         return hit[1]
     kh, kw = pw.kernel_size
+    o, k = pw.out_channels, _words(pw.in_channels)
+    # what the template points at, checked once: the kernel reads these by raw pointer on every call
+    _require_cpu(pw.wq, torch.int64, (o + 7) // 8 * 8 * kh * kw * k, "packed weight (wq)")
+    _require_cpu(pw.corr, torch.int32, kh * kw * o, "padding correction (corr)")
+    for name in ("scale", "bias", "act_in", "slope", "act_out", "thresh"):
+        _require_cpu(getattr(ep, name), torch.float32, o, f"epilogue {name}")
+    if ep.scale is None:
+        raise _Err("epilogue scale is required")
     t = _native.ConvArgs(
         wq=pw.wq.data_ptr(), k=_words(pw.in_channels),
         o=pw.out_channels, kh=kh, kw=kw, c=pw.in_channels, stride=pw.stride, pad=pw.padding, corr=_ptr(pw.corr),
@@ -413,30 +464,44 @@ def binary_conv(
         ``bits`` ``int64 [N, OH + 2 bits_pad, OW + 2 bits_pad, ceil(O / 64)]`` or ``None``; ``dot`` or ``None``.
     """
     h, w = in_size
+    if xp.dim() != 4:
+        raise _Err(f"packed input must be [N, Hp, Wp, K], got {tuple(xp.shape)}")
     n, hp, wp, k = xp.shape
     o = pw.out_channels
     be = resolve_backend(backend, xp.device)
     want_dtype, k_expected = (torch.int8, pw.in_channels) if be == "int8" else (torch.int64, _words(pw.in_channels))
     if xp.dtype != want_dtype:
-        raise ValueError(
+        raise _Err(
             f"backend {be!r} expects packed input of dtype {want_dtype} (from pack_activations with the same "
             f"backend), got {xp.dtype}"
         )
     if k != k_expected or hp != h + 2 * pw.padding or wp != w + 2 * pw.padding:
-        raise ValueError(
+        raise _Err(
             f"packed input {tuple(xp.shape)} does not fit a conv over {pw.in_channels} channels at {h}x{w} with "
             f"padding {pw.padding}"
         )
+    if bits_pad is not None and bits_pad < 0:
+        raise _Err(f"bits_pad must be >= 0, got {bits_pad}")
     ep = (epilogue or ConvEpilogue(scale=torch.ones(o, device=xp.device))).checked(o)
     oh, ow = pw.out_size(h, w)
     res = None
     if residual is not None:
-        if residual.shape[0] != n or tuple(residual.shape[2:]) != (oh, ow) or o % residual.shape[1]:
-            raise ValueError(f"residual {tuple(residual.shape)} does not fit the output [{n}, {o}, {oh}, {ow}]")
+        if (
+            residual.dim() != 4
+            or residual.shape[0] != n
+            or tuple(residual.shape[2:]) != (oh, ow)
+            or residual.shape[1] < 1
+            or o % residual.shape[1]
+        ):
+            raise _Err(f"residual {tuple(residual.shape)} does not fit the output [{n}, {o}, {oh}, {ow}]")
+        if residual.device != xp.device:
+            raise _Err(f"residual on {residual.device}, packed input on {xp.device}")
         res = residual.permute(0, 2, 3, 1)
         if res.dtype != torch.float32 or not res.is_contiguous():
             res = res.float().contiguous()
     if be == "native":
+        if not xp.is_contiguous():  # e.g. a slice: the kernel reads [N, Hp, Wp, K] row-major
+            xp = xp.contiguous()
         out_f = torch.empty(n, oh, ow, o, dtype=torch.float32) if want_float else None
         bits = None
         if bits_pad is not None:
@@ -450,7 +515,7 @@ def binary_conv(
         if bits_pad:
             a.bph = a.bpw = bits_pad
         a.nthreads = torch.get_num_threads()
-        _native.load().ob_conv(ctypes.byref(a))  # type: ignore[union-attr]
+        _native.check(_native.load().ob_conv(ctypes.byref(a)), "ob_conv")  # type: ignore[union-attr]
     else:
         if be == "int8":
             dot = _conv_int8(xp, pw)

@@ -1,6 +1,6 @@
 """Bit layout of packed binary tensors, shared by the packed artefact and the inference engine.
 
-A ±1 tensor is stored one bit per value: bit = 1 for +1 (and for a sign of exactly 0, which the packed
+A ±1 tensor is stored one bit per value: bit = 1 for +1 (and for a sign of exactly 0 or of NaN, which the packed
 world cannot represent — see :func:`to_bits`), bit = 0 for −1. Bits are packed along one dimension
 (``dim``, default the last) into ``uint8`` bytes, **little bit order** (value ``k`` of a byte group lands in
 bit ``k % 8`` of byte ``k // 8``), and that dimension is zero-padded to a multiple of 8 bits. The original
@@ -21,8 +21,9 @@ _WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 
 
 def to_bits(x: Tensor) -> Tensor:
-    """``x >= 0`` as ``bool``: the bit of sign(x), with sign(0) read as +1 (the packed convention)."""
-    return x >= 0
+    """``not x < 0`` as ``bool``: the bit of sign(x), with sign(0) read as +1 (the packed convention) and NaN read
+    as 0 is (+1): the float sign gives 0 for both, which one bit cannot hold."""
+    return torch.logical_not(x < 0)
 
 
 def packed_length(n: int) -> int:
@@ -48,7 +49,7 @@ def pack_bits(bits: Tensor, dim: int = -1) -> Tensor:
     pad = (-n) % 8
     if pad:
         b = torch.cat([b, b.new_zeros(*b.shape[:-1], pad)], dim=-1)
-    b = b.reshape(*b.shape[:-1], -1, 8).to(torch.uint8)
+    b = b.reshape(*b.shape[:-1], b.shape[-1] // 8, 8).to(torch.uint8)  # explicit: -1 is ambiguous for 0 elements
     packed = (b * _WEIGHTS.to(b.device)).sum(dim=-1, dtype=torch.uint8)
     return packed.movedim(-1, dim).contiguous()
 
@@ -66,5 +67,5 @@ def unpack_bits(packed: Tensor, n: int, dim: int = -1) -> Tensor:
     if p.shape[-1] * 8 < n or p.shape[-1] != packed_length(n):
         raise ValueError(f"packed dimension holds {p.shape[-1]} bytes, {packed_length(n)} expected for {n} bits")
     bits = (p.unsqueeze(-1) & _WEIGHTS.to(p.device)) != 0
-    bits = bits.reshape(*p.shape[:-1], -1)[..., :n]
+    bits = bits.reshape(*p.shape[:-1], 8 * p.shape[-1])[..., :n]
     return bits.movedim(-1, dim).contiguous()

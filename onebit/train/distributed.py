@@ -10,8 +10,13 @@ Every helper that communicates is a collective: all ranks must call it, in the s
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
+import sys
+import traceback
 from dataclasses import dataclass
+from types import FrameType, TracebackType
 from typing import Any
 
 import torch
@@ -112,6 +117,13 @@ def init_distributed(device: str = "auto") -> tuple[World, torch.device]:
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    # torch.distributed.nn.functional binds ``group=group.WORLD`` as a default argument when it is first imported.
+    # DistributedDataParallel's constructor imports it (through torch._dynamo), i.e. after the group exists, so ten
+    # functions' defaults held the default group for the life of the interpreter: destroy_process_group() could
+    # not free it, and its gloo threads were torn down during interpreter finalisation, where they aborted the
+    # process ("terminate called without an active exception", or a SIGSEGV) after a successful run. Imported
+    # now, the defaults bind None (which those functions read as the default group).
+    importlib.import_module("torch.distributed.nn.functional")
     dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
     _owned = True
     return World(dist.get_rank(), dist.get_world_size(), local_rank, backend), dev
@@ -168,11 +180,45 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
 
 
 def teardown() -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
+    """Leave the process group :func:`init_distributed` created (no-op otherwise); call it in a ``finally``.
+
+    The group is destroyed only after everything holding it is released, so that its backend threads (gloo's
+    loops, NCCL's watchdog) are joined here, in order, rather than during interpreter shutdown, where a process
+    whose training had succeeded aborted with "terminate called without an active exception":
+
+    * on success every rank first waits at a barrier, so that none tears down while another still communicates;
+    * when an exception is leaving the caller, there is no barrier (a failing rank cannot count on the others
+      reaching one; the coordinated stops, divergence and Ctrl-C, already met at a barrier before raising), and
+      the local variables of the frames it left (the runner and its DistributedDataParallel wrapper, whose
+      reducer holds the group) are cleared: the exception, its message and its traceback stay intact;
+    * then the garbage collector frees the cycles among those objects and the group is destroyed.
+    """
     global _owned
-    if _owned and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not _owned:
+        return
     _owned = False
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    failing = _release_failed_frames(sys._getframe(1))
+    try:
+        if not failing:
+            dist.barrier()
+    finally:
+        gc.collect()
+        dist.destroy_process_group()
+        gc.collect()
+
+
+def _release_failed_frames(caller: FrameType) -> bool:
+    """Whether an exception is propagating through ``caller`` (a ``finally`` block of it is running); if so, clear
+    the local variables of the finished frames below ``caller`` that the exception's traceback keeps alive."""
+    exc = sys.exc_info()[1]
+    tb: TracebackType | None = exc.__traceback__ if exc is not None else None
+    if tb is None or tb.tb_frame is not caller:  # no exception, or one the caller is handling from elsewhere
+        return False
+    if tb.tb_next is not None:
+        traceback.clear_frames(tb.tb_next)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------------ SyncBN

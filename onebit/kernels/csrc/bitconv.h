@@ -19,6 +19,17 @@
  * the best one the CPU supports is chosen at run time (ob_select_isa), lower ones can be forced for testing.
  * Floating-point epilogues use separate multiply and add (built with -ffp-contract=off), in the order of the torch
  * reference, so both give bitwise-equal results.
+ *
+ * Sign rule: a value v binarizes to bit 1 (+1) unless v < 0, i.e. an exact 0 and a NaN both read as +1 (the float
+ * models' sign gives 0 for both; the packed world has no 0). Comparisons are written !(v < 0): _CMP_NLT_UQ.
+ *
+ * Arguments: every entry point validates its arguments before it touches memory (dims non-negative, word counts
+ * consistent with channel counts, output sizes consistent with the declared input and buffer dims, non-NULL
+ * pointers wherever there is work) and returns a negative code instead: OB_EINVAL (bad argument; ob_last_error()
+ * names the violated precondition) or OB_ENOMEM (a temporary buffer could not be allocated). Success is OB_OK (0),
+ * or for ob_conv the ISA that ran (>= 0). A batch of 0 (n == 0) is valid and does nothing. The pointers themselves
+ * cannot be checked against their allocations: the caller (onebit/kernels/ops.py, fuse.py) checks the tensors'
+ * shapes, dtypes and contiguity against these dims at the Python/C boundary.
  */
 #ifndef ONEBIT_BITCONV_H
 #define ONEBIT_BITCONV_H
@@ -72,29 +83,50 @@ typedef struct {
 } ob_conv_args;
 
 /* ------------------------------------------------------------------------------------------------ entry points */
+#define OB_OK 0
+#define OB_EINVAL (-1) /* a bad argument: nothing was touched */
+#define OB_ENOMEM (-2) /* a temporary buffer could not be allocated: no output was written */
+
 /* isa.c */
 int ob_cpu_isa(void);
 int ob_select_isa(int isa);
 int ob_isa(void);
 int ob_has_openmp(void);
 int ob_abi_version(void);
+const char *ob_last_error(void); /* what the last failing call of this thread rejected ("" when none) */
 /* pack.c */
-void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
-                  int32_t k, uint64_t *out, int32_t nthreads);
+int ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
+                 int32_t k, uint64_t *out, int32_t nthreads);
 /* bnext.c */
-void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
-                      const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
-                      int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads);
+int ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
+                     const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
+                     int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads);
 int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
                 float *out, int32_t nthreads);
-void ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
-                     float *px, float *r, int32_t nthreads);
-void ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
-                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads);
+int ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
+                    float *px, float *r, int32_t nthreads);
+int ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
+               const float *b2, const float *g, float *a, float *hidden, int32_t nthreads);
 /* conv.c */
 int ob_conv(const ob_conv_args *a);
 /* ceiling.c */
 uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits);
+
+/* ------------------------------------------------------------------------------------------------ argument checks */
+/* isa.c: record the failing entry point and check for ob_last_error; return OB_EINVAL / OB_ENOMEM */
+int ob_fail(const char *fn, const char *what);
+int ob_nomem(const char *fn);
+/* return OB_EINVAL from the calling entry point FN when COND does not hold (the message quotes the condition) */
+#define OB_REQUIRE(FN, COND)                                                                                       \
+    do {                                                                                                            \
+        if (!(COND)) return ob_fail(FN, "precondition `" #COND "` violated");                                      \
+    } while (0)
+/* words of c channels, without int32 overflow */
+#define OB_WORDS(c) (((int64_t)(c) + 63) / 64)
+/* a sanity bound on element counts (far above any real tensor; keeps every int64 index product exact) */
+#define OB_MAX_ELEMS 4.0e18
+/* a bound on channel counts: channel and word offsets (c0 + 64, j * 64, ...) stay within int32 */
+#define OB_MAX_CHANNELS (1 << 30)
 
 /* whether the AVX2 variants of the element-wise passes run (the CPU has AVX2 and no lower ISA was selected) */
 static inline int ob_use_avx2(void) {
@@ -106,13 +138,13 @@ static inline int ob_use_avx2(void) {
 }
 
 /* ------------------------------------------------------------------------------------------------ sign + pack */
-/* bits of channels [c0, c1) of one pixel; bit ch - c0 = (src[ch] + t[ch] >= 0) */
+/* bits of channels [c0, c1) of one pixel; bit ch - c0 = !(src[ch] + t[ch] < 0) (0 and NaN: +1) */
 static inline uint64_t ob_pack_word(const float *src, const float *t, int32_t c0, int32_t c1) {
     uint64_t word = 0;
     if (t) {
-        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] + t[ch] >= 0.0f) << (ch - c0);
+        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)!(src[ch] + t[ch] < 0.0f) << (ch - c0);
     } else {
-        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)(src[ch] >= 0.0f) << (ch - c0);
+        for (int32_t ch = c0; ch < c1; ch++) word |= (uint64_t)!(src[ch] < 0.0f) << (ch - c0);
     }
     return word;
 }
@@ -127,7 +159,7 @@ __attribute__((target("avx2"))) static inline uint64_t ob_pack_word_avx2(const f
     for (; ch + 8 <= c1; ch += 8) {
         __m256 v = _mm256_loadu_ps(src + ch);
         if (t) v = _mm256_add_ps(v, _mm256_loadu_ps(t + ch));
-        word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_GE_OQ)) << (ch - c0);
+        word |= (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NLT_UQ)) << (ch - c0);
     }
     return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
 }
@@ -141,7 +173,7 @@ __attribute__((target("avx512f"))) static inline uint64_t ob_pack_word_avx512(co
     for (; ch + 16 <= c1; ch += 16) {
         __m512 v = _mm512_loadu_ps(src + ch);
         if (t) v = _mm512_add_ps(v, _mm512_loadu_ps(t + ch));
-        word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_GE_OQ) << (ch - c0);
+        word |= (uint64_t)_mm512_cmp_ps_mask(v, zero, _CMP_NLT_UQ) << (ch - c0);
     }
     return word | (ch < c1 ? ob_pack_word(src, t, ch, c1) << (ch - c0) : 0);
 }

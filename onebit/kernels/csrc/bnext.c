@@ -70,27 +70,38 @@ __attribute__((target("avx512f"))) static void ob_gate_residual_avx512(
 }
 #endif
 
-void ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
-                      const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
-                      int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads) {
+/* Returns OB_OK or OB_EINVAL (z, r: [N, H, W, C]; a: [N, C]; hb, thresh: [C]; out: rows of ldo >= C floats). */
+int ob_gate_residual(const float *z, const float *r, int32_t n, int32_t h, int32_t w, int32_t c, const float *a,
+                     const float *hb, int32_t mul_r, float *out, int32_t ldo, const float *thresh, uint64_t *bits,
+                     int32_t bpad, int32_t bk, int32_t bword0, int32_t nthreads) {
+    static const char fn[] = "ob_gate_residual";
+    OB_REQUIRE(fn, n >= 0 && h >= 0 && w >= 0 && c >= 1 && c <= OB_MAX_CHANNELS && ldo >= c);
+    OB_REQUIRE(fn, (double)n * h * w * ldo < OB_MAX_ELEMS);
+    /* the packed output [N, H + 2 bpad, W + 2 bpad, bk] holds words [bword0, bword0 + ceil(c / 64)) of a pixel */
+    OB_REQUIRE(fn, bits == NULL || (bpad >= 0 && bword0 >= 0 && (int64_t)bword0 + OB_WORDS(c) <= bk));
+    OB_REQUIRE(fn, bits == NULL || (double)n * ((double)h + 2.0 * bpad) * ((double)w + 2.0 * bpad) * bk < OB_MAX_ELEMS);
+    if ((int64_t)n * h * w == 0) return OB_OK;
+    OB_REQUIRE(fn, z != NULL && r != NULL && a != NULL && hb != NULL && out != NULL);
+    if (nthreads < 1) nthreads = 1;
 #if OB_X86 && defined(__GNUC__)
     if (ob_isa() >= OB_ISA_AVX512) {
         ob_gate_residual_avx512(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
-        return;
+        return OB_OK;
     }
     if (ob_use_avx2()) {
         ob_gate_residual_avx2(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
-        return;
+        return OB_OK;
     }
 #endif
     ob_gate_residual_base(z, r, n, h, w, c, a, hb, mul_r, out, ldo, thresh, bits, bpad, bk, bword0, nthreads);
+    return OB_OK;
 }
 
 /* out[b, ch] = lam[ch] * mean_p ref[b, p, ch] + oml[ch] * mean_p z[b, p, ch] (ref, z NHWC float32 [N, HW, C]): the
  * global average pool of the λ-mix of a BNext processor, without forming the mix. Each thread sums a contiguous range
  * of pixel rows: blocks of up to OB_MIX_BLOCK rows in float (fr, fz: its own 2C floats), each block added into double
- * totals (part: its own 2NC doubles); the totals of the threads are added in thread order. Returns 0 when the
- * buffers cannot be allocated. */
+ * totals (part: its own 2NC doubles); the totals of the threads are added in thread order. Returns OB_OK, OB_EINVAL
+ * or OB_ENOMEM (the buffers cannot be allocated). */
 #define OB_MIX_BLOCK 16
 #define OB_MIX_FLUSH                                                                                                \
     if (cur >= 0) {                                                                                                 \
@@ -144,6 +155,12 @@ __attribute__((target("avx2"))) static void ob_mix_rows_avx2(const float *restri
 
 int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t c, const float *lam, const float *oml,
                 float *out, int32_t nthreads) {
+    static const char fn[] = "ob_mix_mean";
+    OB_REQUIRE(fn, n >= 0 && hw >= 0 && c >= 1 && c <= OB_MAX_CHANNELS);
+    OB_REQUIRE(fn, (double)n * hw * c < OB_MAX_ELEMS);
+    if (n == 0) return OB_OK;
+    OB_REQUIRE(fn, hw >= 1); /* the mean over no pixels */
+    OB_REQUIRE(fn, ref != NULL && z != NULL && lam != NULL && oml != NULL && out != NULL);
     const int64_t rows = (int64_t)n * hw, per = 2 * (int64_t)n * c;
     if (nthreads < 1) nthreads = 1;
     if (nthreads > rows) nthreads = rows > 0 ? (int32_t)rows : 1;
@@ -155,7 +172,7 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
     if (!part || !fbuf) {
         free(part);
         free(fbuf);
-        return 0;
+        return ob_nomem(fn);
     }
     memset(part, 0, (size_t)(pstride * nthreads) * sizeof(double));
     const int vec = ob_use_avx2(), vec512 = ob_isa() >= OB_ISA_AVX512;
@@ -185,7 +202,7 @@ int ob_mix_mean(const float *ref, const float *z, int32_t n, int32_t hw, int32_t
     }
     free(part);
     free(fbuf);
-    return 1;
+    return OB_OK;
 }
 
 /* ------------------------------------------------------------------------------------------------ residual */
@@ -245,20 +262,27 @@ __attribute__((target("avx512f"))) static void ob_elm_residual_avx512(const floa
 }
 #endif
 
-void ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
-                     float *px, float *r, int32_t nthreads) {
+/* Returns OB_OK or OB_EINVAL (x: [N, H, W, C]; r, px: [N, H, W, C] at stride 1, [N, H/2, W/2, C] at stride 2). */
+int ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, const float *slope, int32_t stride,
+                    float *px, float *r, int32_t nthreads) {
+    static const char fn[] = "ob_elm_residual";
+    OB_REQUIRE(fn, n >= 0 && h >= 0 && w >= 0 && c >= 1 && c <= OB_MAX_CHANNELS && (stride == 1 || stride == 2));
+    OB_REQUIRE(fn, (double)n * h * w * c < OB_MAX_ELEMS);
+    if ((int64_t)n * (h / stride) * (w / stride) == 0) return OB_OK; /* no output pixel */
+    OB_REQUIRE(fn, x != NULL && slope != NULL && r != NULL);
     if (nthreads < 1) nthreads = 1;
 #if OB_X86 && defined(__GNUC__)
     if (ob_isa() >= OB_ISA_AVX512) {
         ob_elm_residual_avx512(x, n, h, w, c, slope, stride, px, r, nthreads);
-        return;
+        return OB_OK;
     }
     if (ob_use_avx2()) {
         ob_elm_residual_avx2(x, n, h, w, c, slope, stride, px, r, nthreads);
-        return;
+        return OB_OK;
     }
 #endif
     ob_elm_residual_base(x, n, h, w, c, slope, stride, px, r, nthreads);
+    return OB_OK;
 }
 
 /* ------------------------------------------------------------------------------------------------ SE gate */
@@ -314,18 +338,26 @@ __attribute__((target("avx512f"))) static void ob_se_gate_avx512(const float *re
 }
 #endif
 
-void ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
-                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads) {
+/* Returns OB_OK or OB_EINVAL (p, a: [N, C]; w1: [HD, C]; b1: [HD]; w2: [C, HD]; b2, g: [C]; hidden: [N, HD]). */
+int ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1, const float *b1, const float *w2,
+               const float *b2, const float *g, float *a, float *hidden, int32_t nthreads) {
+    static const char fn[] = "ob_se_gate";
+    OB_REQUIRE(fn, n >= 0 && c >= 1 && c <= OB_MAX_CHANNELS && hd >= 1 && hd <= OB_MAX_CHANNELS);
+    OB_REQUIRE(fn, (double)n * c * hd < OB_MAX_ELEMS && (double)c * hd < OB_MAX_ELEMS);
+    if (n == 0) return OB_OK;
+    OB_REQUIRE(fn, p != NULL && w1 != NULL && b1 != NULL && w2 != NULL && b2 != NULL && g != NULL);
+    OB_REQUIRE(fn, a != NULL && hidden != NULL);
     if (nthreads < 1) nthreads = 1;
 #if OB_X86 && defined(__GNUC__)
     if (ob_isa() >= OB_ISA_AVX512) {
         ob_se_gate_avx512(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
-        return;
+        return OB_OK;
     }
     if (ob_use_avx2()) {
         ob_se_gate_avx2(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
-        return;
+        return OB_OK;
     }
 #endif
     ob_se_gate_base(p, n, c, hd, w1, b1, w2, b2, g, a, hidden, nthreads);
+    return OB_OK;
 }

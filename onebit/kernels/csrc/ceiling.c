@@ -88,8 +88,19 @@ __attribute__((target("avx512f,avx512vpopcntdq"))) static uint64_t ob_ceiling_av
 }
 #endif
 
-/* Run the in-register XOR+popcount+add loop of the selected ISA; *bits receives the binary MACs performed. */
+/* Run the in-register XOR+popcount+add loop of the selected ISA; *bits receives the binary MACs performed. Bad
+ * arguments (bits NULL, iters < 0) run nothing: returns 0 (and *bits = 0 when bits is given). */
 uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits) {
+    if (bits == NULL) {
+        ob_fail("ob_ceiling", "precondition `bits != NULL` violated");
+        return 0;
+    }
+    if (iters < 0) {
+        *bits = 0.0;
+        ob_fail("ob_ceiling", "precondition `iters >= 0` violated");
+        return 0;
+    }
+    if (iters > INT64_MAX / 64) iters = INT64_MAX / 64; /* the AVX2 rounding up to 31 rounds stays in range */
     int32_t bpr = 0;
     uint64_t s;
     const int isa = ob_isa();

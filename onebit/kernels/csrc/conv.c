@@ -55,8 +55,8 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
             if (a->slope) v = v > 0.0f ? v : v * a->slope[o];
             if (a->act_out) v = v + a->act_out[o];
             if (a->out_f) a->out_f[pix * a->o + o] = v;
-            if (a->thresh) byte |= (uint32_t)(v + a->thresh[o] >= 0.0f) << q;
-            else byte |= (uint32_t)(v >= 0.0f) << q;
+            if (a->thresh) byte |= (uint32_t)!(v + a->thresh[o] < 0.0f) << q;
+            else byte |= (uint32_t)!(v < 0.0f) << q;
         }
         if (a->out_bits) {
             const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph;
@@ -230,7 +230,7 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
         if (e.out_f) _mm256_storeu_ps(e.out_f + pix * e.o, v);
         if (e.out_bits) {
             const __m256 t = e.has_t ? _mm256_add_ps(v, thresh) : v;
-            const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_GE_OQ));
+            const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_NLT_UQ));
             e.out_bits[ob_epi_bits_at(&e, b, y, xo)] = (uint8_t)byte;
         }
     }
@@ -481,7 +481,7 @@ __attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_e
         if (e.out_f) _mm512_storeu_ps(e.out_f + pix * e.o, v);
         if (e.out_bits) {
             const __m512 t = e.has_t ? _mm512_add_ps(v, thresh) : v;
-            const uint16_t bits16 = (uint16_t)_mm512_cmp_ps_mask(t, fzero, _CMP_GE_OQ);
+            const uint16_t bits16 = (uint16_t)_mm512_cmp_ps_mask(t, fzero, _CMP_NLT_UQ);
             memcpy(e.out_bits + ob_epi_bits_at(&e, b, y, xo), &bits16, sizeof bits16);
         }
     }
@@ -543,9 +543,45 @@ __attribute__((target(OB_AVX512_TARGET))) static void ob_conv_avx512(const ob_co
 }
 #endif
 
-/* Binary convolution with the fused epilogue; returns the ISA used. */
-int ob_conv(const ob_conv_args *a) {
+/* The preconditions of ob_conv (see ob_conv_args): OB_OK or OB_EINVAL with the violated one recorded. */
+static int ob_conv_check(const ob_conv_args *a) {
+    static const char fn[] = "ob_conv";
+    /* geometry */
+    OB_REQUIRE(fn, a->n >= 0 && a->h >= 1 && a->w >= 1);
+    OB_REQUIRE(fn, a->c >= 1 && a->c <= OB_MAX_CHANNELS && a->k == OB_WORDS(a->c));
+    OB_REQUIRE(fn, a->o >= 1 && a->o <= OB_MAX_CHANNELS && a->kh >= 1 && a->kw >= 1);
+    OB_REQUIRE(fn, a->stride >= 1 && a->pad >= 0);
+    OB_REQUIRE(fn, (int64_t)a->kh * a->kw * a->c <= INT32_MAX / 2); /* |dot| fits int32 */
+    /* the input buffer [N, Hp, Wp, K] is the unpadded input with its border; every tap read lies inside it */
+    OB_REQUIRE(fn, (int64_t)a->hp == (int64_t)a->h + 2 * (int64_t)a->pad);
+    OB_REQUIRE(fn, (int64_t)a->wp == (int64_t)a->w + 2 * (int64_t)a->pad);
+    OB_REQUIRE(fn, a->hp >= a->kh && a->wp >= a->kw);
+    OB_REQUIRE(fn, a->oh == (a->hp - a->kh) / a->stride + 1 && a->ow == (a->wp - a->kw) / a->stride + 1);
+    OB_REQUIRE(fn, (double)a->n * a->hp * a->wp * a->k < OB_MAX_ELEMS);
+    OB_REQUIRE(fn, (double)a->n * a->oh * a->ow * a->o < OB_MAX_ELEMS);
+    OB_REQUIRE(fn, a->wq != NULL && (a->n == 0 || a->x != NULL));
+    /* epilogue */
+    OB_REQUIRE(fn, (a->out_f == NULL && a->out_bits == NULL) || a->scale != NULL);
+    OB_REQUIRE(fn, a->res == NULL || (a->res_c >= 1 && a->res_c <= a->o));
+    /* the packed output [N, OH + 2 bph, OW + 2 bpw, bk] holds the o bits of a pixel */
+    OB_REQUIRE(fn, a->out_bits == NULL || (a->bph >= 0 && a->bpw >= 0 && a->bk >= OB_WORDS(a->o)));
+    OB_REQUIRE(fn, a->out_bits == NULL ||
+                       (double)a->n * ((double)a->oh + 2.0 * a->bph) * ((double)a->ow + 2.0 * a->bpw) * a->bk <
+                           OB_MAX_ELEMS);
+    return OB_OK;
+}
+
+/* Binary convolution with the fused epilogue; returns the ISA used (>= 0), or OB_EINVAL for bad arguments (nothing
+ * touched). A thread count below 1 runs on one thread; a batch of 0 computes nothing. */
+int ob_conv(const ob_conv_args *args) {
+    if (args == NULL) return ob_fail("ob_conv", "precondition `args != NULL` violated");
+    const int rc = ob_conv_check(args);
+    if (rc != OB_OK) return rc;
+    ob_conv_args s = *args;
+    if (s.nthreads < 1) s.nthreads = 1;
+    const ob_conv_args *a = &s;
     const int isa = ob_isa();
+    if (a->n == 0) return isa;
 #if OB_X86 && defined(__GNUC__)
     if (isa == OB_ISA_AVX512) {
         ob_conv_avx512(a);

@@ -3,11 +3,20 @@
 #include "bitconv.h"
 
 /* ------------------------------------------------------------------------------------------------ sign + pack */
-/* bits of (x + t >= 0) for x float [N, H, W, C] (NHWC contiguous) into zero-initialised out [N, H+2ph, W+2pw, K]. */
-void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
-                  int32_t k, uint64_t *out, int32_t nthreads) {
+/* bits of !(x + t < 0) for x float [N, H, W, C] (NHWC contiguous) into zero-initialised out [N, H+2ph, W+2pw, K]
+ * (K = ceil(C / 64)); t: [C] or NULL. Returns OB_OK or OB_EINVAL. */
+int ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t w, int32_t c, int32_t ph, int32_t pw,
+                 int32_t k, uint64_t *out, int32_t nthreads) {
+    static const char fn[] = "ob_pack_nhwc";
+    OB_REQUIRE(fn, n >= 0 && h >= 0 && w >= 0 && ph >= 0 && pw >= 0);
+    OB_REQUIRE(fn, c >= 1 && c <= OB_MAX_CHANNELS && k == OB_WORDS(c));
+    OB_REQUIRE(fn, (double)n * ((double)h + 2.0 * ph) * ((double)w + 2.0 * pw) * k < OB_MAX_ELEMS);
+    OB_REQUIRE(fn, (double)n * h * w * c < OB_MAX_ELEMS);
     const int64_t rows = (int64_t)n * h;
-    const int32_t wp = w + 2 * pw, hp = h + 2 * ph;
+    if (rows == 0 || w == 0) return OB_OK; /* nothing to write: the border is the caller's zero initialisation */
+    OB_REQUIRE(fn, x != NULL && out != NULL);
+    if (nthreads < 1) nthreads = 1;
+    const int64_t wp = (int64_t)w + 2 * pw, hp = (int64_t)h + 2 * ph;
     const int vec = ob_use_avx2();
 #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (int64_t r = 0; r < rows; r++) {
@@ -27,4 +36,5 @@ void ob_pack_nhwc(const float *x, const float *t, int32_t n, int32_t h, int32_t 
             }
         }
     }
+    return OB_OK;
 }
