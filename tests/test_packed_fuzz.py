@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import subprocess
 import sys
 import warnings
@@ -60,12 +61,19 @@ def _isas() -> list[str]:
     return order[: order.index(best) + 1] if best in order else [best]
 
 
-#: (backend, ISA): the native kernel under each ISA, the pure-torch reference, the int8 GEMM on CPU
-BACKENDS: list[tuple[str, str | None]] = (
-    ([("native", isa) for isa in _isas()] if NATIVE else [])
-    + [("torch", None)]
-    + ([("int8", None)] if int8_available() else [])
-)
+#: (backend, ISA): the native kernel under each ISA, the pure-torch reference, the int8 GEMM on CPU.
+#: ``ONEBIT_FUZZ_BACKENDS=native`` (comma-separated names) keeps a subset: the sanitizer job (.ci/sanitize.sh) checks
+#: the compiled kernels only, and the pure-torch backends run several times slower under its preloaded runtime.
+_WANTED = set(filter(None, os.environ.get("ONEBIT_FUZZ_BACKENDS", "native,torch,int8").split(",")))
+BACKENDS: list[tuple[str, str | None]] = [
+    (b, isa)
+    for b, isa in (
+        ([("native", isa) for isa in _isas()] if NATIVE else [])
+        + [("torch", None)]
+        + ([("int8", None)] if int8_available() else [])
+    )
+    if b in _WANTED
+]
 BACKEND_IDS = [b if isa is None else f"{b}-{isa}" for b, isa in BACKENDS]
 
 
