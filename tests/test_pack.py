@@ -25,3 +25,13 @@ def test_sign_zero_is_plus_one_and_errors():
         pack_bits(torch.ones(3))
     with pytest.raises(ValueError, match="bytes"):
         unpack_bits(torch.zeros(1, dtype=torch.uint8), 9)
+
+
+def test_nan_reads_as_zero_does_and_empty_tensors_pack():
+    """The packed sign rule: +1 unless negative, so NaN (like 0, which the float sign also maps to 0) is a 1 bit;
+    a tensor with no elements packs and unpacks (a batch of 0 through the packed engine)."""
+    x = torch.tensor([float("nan"), 0.0, -0.0, -1e-30, float("-inf"), float("inf")])
+    assert to_bits(x).tolist() == [True, True, True, False, False, True]
+    empty = torch.zeros(0, 3, 13, dtype=torch.bool)
+    p = pack_bits(empty)
+    assert p.shape == (0, 3, 2) and unpack_bits(p, 13).shape == (0, 3, 13)
