@@ -359,6 +359,15 @@ def test_se_gate_kernel(c, hd):
                     gain.data_ptr(), a.data_ptr(), hidden.data_ptr(), threads,
                 )  # fmt: skip
                 assert (a.double() - want).abs().max() <= 1e-5, (isa, threads)
+            # NaN in a pooled vector: NaN through the ReLU (torch's relu keeps it) into every gate of that image
+            pn = p.clone()
+            pn[1, 0] = float("nan")
+            a = torch.zeros(n, c)
+            assert not lib.ob_se_gate(
+                pn.data_ptr(), n, c, hd, w1.data_ptr(), b1.data_ptr(), w2.data_ptr(), b2.data_ptr(),
+                gain.data_ptr(), a.data_ptr(), hidden.data_ptr(), 2,
+            )  # fmt: skip
+            assert a[1].isnan().all() and not a[0].isnan().any(), isa
     finally:
         select_isa(None)
 

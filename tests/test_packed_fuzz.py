@@ -18,7 +18,7 @@ read as +1; the float sign gives both 0, which one bit cannot hold — see :mod:
 come from the float32 eval model itself.
 
 Runtime: the default profile (a fixed set of 300 examples, ``derandomize``) and the explicit cases take ~40 s of CPU
-time on 2 cores; ``-m slow`` runs 2000 fresh random examples (a few minutes).
+time on 2 cores; ``-m slow`` runs 5000 fresh random examples (a few minutes).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -300,15 +300,16 @@ def _make_input(n: int, h: int, w: int, dtype: torch.dtype, layout: str, special
 
 
 def _sizes() -> st.SearchStrategy[int]:
-    # any size, and (twice as often) the multiples of 8 that every family takes (three stride-2 stages)
-    eights = st.integers(1, 10).map(lambda k: 8 * k)
-    return st.one_of(st.integers(1, 80), eights, eights)
+    # any size, and (twice as often) the multiples of 8 that every family takes (three stride-2 stages); drawn
+    # uniformly (sampled_from), not with st.integers' preference for small values
+    eights = st.sampled_from(range(8, 81, 8))
+    return st.one_of(st.sampled_from(range(1, 81)), eights, eights)
 
 
 EXAMPLE = dict(
     family=st.sampled_from(sorted(FAMILIES)),
     backend=st.sampled_from(BACKENDS),
-    n=st.integers(0, 4),
+    n=st.sampled_from(range(5)),
     h=_sizes(),
     w=_sizes(),
     dtype=st.sampled_from([torch.float32] * 5 + [torch.float64]),
@@ -319,15 +320,26 @@ EXAMPLE = dict(
 _FUZZ = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 
 
+# Two cases the random profile found, rounding flips near 0 (the contract holds; see _assert_same_logits): the
+# float32 eval model flips a sign against float64 (image 3), and the packed model alone does (image 2: a sign input
+# of 4e-9 of its layer's largest, decided by the BN folded into the epilogue).
+_FLIPS = dict(dtype=torch.float32, layout="contiguous", special="none", backend=("torch", None))
+
+
 @settings(max_examples=300, **_FUZZ)
 @given(**EXAMPLE)
+@example(family="bnext_digits", n=4, h=80, w=80, seed=2269, **_FLIPS)
+@example(family="resnet_digits-strong_baseline", n=3, h=32, w=48, seed=29189, **_FLIPS)
+# A bug it found: the SE gate's ReLU in C mapped NaN to 0 (torch's keeps NaN): one NaN pixel left the logits finite.
+@example(family="bnext18_digits", backend=BACKENDS[0], n=2, h=8, w=12, dtype=torch.float32, layout="contiguous",
+         special="nan", seed=1)  # fmt: skip
 def test_packed_models_keep_the_eval_contract(family, backend, n, h, w, dtype, layout, special, seed):
     x = _make_input(n, h, w, dtype, layout, special, seed)
     event(f"eval model: {check_contract(family, *backend, x)}")  # --hypothesis-show-statistics: logits vs errors
 
 
 @pytest.mark.slow
-@settings(max_examples=2000, **{**_FUZZ, "derandomize": False})
+@settings(max_examples=5000, **{**_FUZZ, "derandomize": False})
 @given(**EXAMPLE)
 def test_packed_models_keep_the_eval_contract_long(family, backend, n, h, w, dtype, layout, special, seed):
     x = _make_input(n, h, w, dtype, layout, special, seed)

@@ -301,7 +301,7 @@ int ob_elm_residual(const float *x, int32_t n, int32_t h, int32_t w, int32_t c, 
             float s = 0.0f;                                                                                         \
             _Pragma("omp simd reduction(+ : s)") for (int32_t k = 0; k < c; k++) s += wr[k] * pb[k];                \
             s = s + b1[i];                                                                                          \
-            hidden[r] = s > 0.0f ? s : 0.0f;                                                                        \
+            hidden[r] = s < 0.0f ? 0.0f : s; /* ReLU that keeps NaN, as torch's */                             \
         }                                                                                                           \
         _Pragma("omp for schedule(static)") for (int64_t r = 0; r < (int64_t)n * c; r++) {                         \
             const int64_t b = r / c, j = r % c;                                                                     \
