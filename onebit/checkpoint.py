@@ -6,7 +6,9 @@ Run directory (every path is a property of :class:`RunDir`, nothing else spells 
     config.json       the full RunConfig, written first (an exact re-run is ``onebit train --resume DIR``)
     run.json          status: running | interrupted | diverged | completed
     metrics.jsonl     step / epoch / stage records (loss, accuracy, lr, ff_ratio, c2i, per-layer FF)
-    checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage)
+    checkpoints/      last/ (rolling resume point), stage<i>_<name>/ (end of each stage),
+                      stage<i>_<name>_best/ (the stage's best epoch by validation top-1; ties keep the earlier),
+                      best/ (the same for the last stage: the run's best model), stage<i>_<name>_epoch<e>/ (kept)
     summary.json, summary.md, plots/*.png
     tensorboard/      event files mirroring metrics.jsonl (``tensorboard=true``)
     .lock, .lock.json the one-writer lock of a live run (:class:`RunLock`) and who holds it; removed at its end
@@ -435,8 +437,22 @@ class RunDir:
         return self.config.exists() and self.status_file.exists()
 
     def checkpoint(self, tag: str = "last") -> Path | None:
-        """The complete checkpoint ``tag`` of this run (see :func:`find_checkpoint`), else ``None``."""
+        """The complete checkpoint ``tag`` of this run (see :func:`find_checkpoint`), else ``None``. Tags:
+        ``last`` (the resume point), ``best`` (the best epoch of the last stage), :meth:`stage_tag` and
+        :meth:`best_tag`."""
         return find_checkpoint(self.checkpoints, tag)
+
+    @staticmethod
+    def stage_tag(index: int, name: str) -> str:
+        """Tag of the checkpoint written at the end of stage ``index`` (0-based) called ``name``:
+        ``stage<index + 1>_<name>``."""
+        return f"stage{index + 1}_{name}"
+
+    @staticmethod
+    def best_tag(index: int, name: str) -> str:
+        """Tag of the best-epoch checkpoint (validation top-1) of stage ``index`` (0-based):
+        ``stage<index + 1>_<name>_best``."""
+        return f"{RunDir.stage_tag(index, name)}_best"
 
     def interrupted_start(self) -> str | None:
         """Why this directory holds only an interrupted start of a onebit run (reusable for a new run), else

@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "FiniteFloat",
+    "InitFrom",
     "Interpolation",
     "ModelConfig",
     "NonNegativeFloat",
@@ -85,6 +86,8 @@ WdMode = Literal["paper", "official"]
 #: Learning-rate schedule shape and update granularity (``onebit.train.schedules.lr_at``).
 ScheduleName = Literal["linear", "cosine", "constant"]
 SchedulePer = Literal["step", "epoch"]
+#: Which checkpoint of the previous stage a stage starts from (``StageConfig.init_from``).
+InitFrom = Literal["last", "best"]
 
 
 def _check_choice(value: Any, tp: Any, key: str) -> Any:
@@ -336,6 +339,11 @@ class StageConfig(_Choices):
         init: ``previous`` (continue from the previous stage, every latent weight inherited; ``scratch`` for the
             first stage), ``scratch`` (a freshly initialised model), or a checkpoint path (``.safetensors`` or run
             directory).
+        init_from: with ``init="previous"`` (not the first stage), which weights of the previous stage this stage
+            starts from: ``last`` (the model as the previous stage ended, every latent weight carried on) or
+            ``best`` (every weight and buffer, BN statistics included, reloaded from the previous stage's best
+            checkpoint by validation top-1, ``checkpoints/stage<i>_<name>_best/``; the official AdamBNN step 2 loads
+            step 1's ``model_best``). Ignored for other ``init`` values and for the first stage.
         optim, schedule: optimizer and learning-rate schedule.
         grad_clip: global gradient-norm clip (``None``: off).
         label_smoothing: of the classification loss.
@@ -357,6 +365,7 @@ class StageConfig(_Choices):
     binarize_activations: bool = True
     binarize_weights: bool = True
     init: str = "previous"
+    init_from: InitFrom = "last"
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: PositiveFloat | None = None

@@ -6,7 +6,6 @@ import json
 import pkgutil
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -105,21 +104,19 @@ def test_recipes_lists_headers(capsys):
     assert code == 0 and "adambnn_digits" in out and "Expected" in out
 
 
-@pytest.mark.slow
-def test_default_job_reaches_95_percent_under_3_minutes(tmp_path):
-    t0 = time.time()
+def test_default_job_reaches_95_percent(tmp_path):
+    """The README's main claim: the default `onebit train` (the AdamBNN two-step recipe on the bundled digits, about a
+    minute on 2 cores) reaches at least 95 % val top-1 after step 2. Run in the default suite so CI guards it."""
     p = subprocess.run(
         [sys.executable, "-m", "onebit", "train", "--out", str(tmp_path / "run")],
         capture_output=True,
         text=True,
         timeout=900,
     )
-    elapsed = time.time() - t0
     assert p.returncode == 0, p.stdout + p.stderr
     summary = json.loads((tmp_path / "run/summary.json").read_text())
     assert summary["stages"][1]["val_top1"] >= 0.95
     assert "val top-1" in p.stdout and "Run directory" in p.stdout
-    assert elapsed < 180, f"default job took {elapsed:.0f} s"
 
 
 def test_import_official_passes_layout_options(capsys, tmp_path):

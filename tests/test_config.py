@@ -119,6 +119,7 @@ CHOICES = [
     ("data.interpolation", DataConfig, "interpolation", Interpolation),
     ("data.train_augment", DataConfig, "train_augment", TrainAugment),
     ("stages.0.optim.wd_mode", OptimConfig, "wd_mode", WdMode),
+    ("stages.0.init_from", config.StageConfig, "init_from", config.InitFrom),
     ("stages.0.schedule.name", ScheduleConfig, "name", ScheduleName),
     ("stages.0.schedule.per", ScheduleConfig, "per", SchedulePer),
 ]

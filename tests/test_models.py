@@ -53,6 +53,9 @@ RECIPES: dict[str, Recipe] = {
     "birealnet18": Recipe(),
     "strong_baseline": Recipe(),
     "reactnet_resnet18": Recipe(),
+    # Float ResNet-18/34 (torchvision's layout: stem 7x7/2 + max pool, three stride-2 stages: /32); full width.
+    "resnet18": Recipe(),
+    "resnet34": Recipe(),
     # ReActNet-A (stem /2, four stride-2 blocks: /32); 28 M parameters, full width.
     "reactnet_a": Recipe(),
     # BNext-18 (/32) at stage widths 8..64 (``widths`` goes to BNext18).

@@ -1,4 +1,6 @@
-"""``onebit summary MODEL``: parameters (#Param MB), BOPs, FLOPs and OPs of a model, in the papers' units."""
+"""``onebit summary MODEL``: parameters (#Param MB), BOPs, FLOPs and OPs of a model, in the papers' units, at the input
+size the model was trained at (a run directory's image size, that of the run a quantised model directory came from,
+16x16 for the digits models, else 224x224; ``onebit.analysis.runs.recorded_input_size``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 from rich.console import Console
 
 from onebit.analysis.complexity import complexity, format_table
+from onebit.analysis.runs import recorded_input_size
 from onebit.models.io import input_channels, load_model
 
 __all__ = ["NAME", "USER_ERRORS", "add_parser", "run"]
@@ -21,7 +24,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.resolution:
         size = (input_channels(model), args.resolution, args.resolution)
     else:
-        size = tuple(info.get("input_size") or (input_channels(model), 224, 224))
+        size = recorded_input_size(args.model, model, info)
     report = complexity(model, size)
     if args.json:
         print(json.dumps({"model": str(args.model), "input_size": list(size), **report.to_dict(args.per_layer)}))
@@ -34,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add ``summary`` to the ``onebit`` command line."""
     s = subparsers.add_parser(NAME, help="parameters (#Param MB), BOPs, FLOPs and OPs of a model, in the papers' units")
     s.add_argument("model", help="registered model name, model directory (import-official) or run directory")
-    s.add_argument("--resolution", type=int, help="input side length (default 224, or the run's image size)")
+    s.add_argument("--resolution", type=int, help="input side length (default: the recorded one, see above)")
     s.add_argument("--per-layer", action="store_true", help="one row per conv/linear layer")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return s

@@ -13,7 +13,14 @@ from onebit.data.base import (
 )
 from onebit.data.cifar import CIFAR_MEAN, CIFAR_STD, build_cifar, load_cifar, write_cifar_fixture
 from onebit.data.digits import digits_normalisation, load_digits_tensors
-from onebit.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, ImageFolder, build_imagenet
+from onebit.data.folder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FolderLoader,
+    ImageFolder,
+    build_imagenet,
+    write_imagefolder_fixture,
+)
 
 __all__ = [
     "CIFAR_MEAN",
@@ -30,6 +37,7 @@ __all__ = [
     "build_cifar",
     "build_data",
     "build_imagenet",
+    "write_imagefolder_fixture",
     "digits_normalisation",
     "load_cifar",
     "load_digits_tensors",

@@ -24,8 +24,17 @@ from torch.utils.data import DataLoader, Dataset
 
 from onebit.config import DataConfig, Interpolation
 from onebit.data.base import DATASETS, DataBundle, DataSetError, EpochLoader, data_root
+from onebit.data.classes import imagenet_wnids
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "RESAMPLE", "FolderLoader", "ImageFolder", "build_imagenet"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RESAMPLE",
+    "FolderLoader",
+    "ImageFolder",
+    "build_imagenet",
+    "write_imagefolder_fixture",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,11 +118,17 @@ class ImageFolder(Dataset):
         return img.resize((self.size, self.size), self.resample, box=box)
 
     def _center(self, img: Image.Image) -> Image.Image:
+        """The official evaluation transform, with torchvision's integer conventions (the official scripts use
+        ``Resize(val_resize)`` + ``CenterCrop(size)`` on PIL images): the shorter side becomes ``val_resize``, the
+        longer one ``int(val_resize * long / short)`` (truncated); the crop's offset is ``round((side - size) / 2)``
+        (Python's round, half to even: 235 -> 224 starts at row 6)."""
         w, h = img.size
-        scale = self.val_resize / min(w, h)
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), self.resample)
-        w, h = img.size
-        x0, y0 = (w - self.size) // 2, (h - self.size) // 2
+        short, long = min(w, h), max(w, h)
+        new_short, new_long = self.val_resize, int(self.val_resize * long / short)
+        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+        if (new_w, new_h) != (w, h):
+            img = img.resize((new_w, new_h), self.resample)
+        x0, y0 = int(round((new_w - self.size) / 2.0)), int(round((new_h - self.size) / 2.0))
         return img.crop((x0, y0, x0 + self.size, y0 + self.size))
 
     def __getitem__(self, i: int):
@@ -210,3 +225,39 @@ def build_imagenet(cfg: DataConfig, seed: int) -> DataBundle:
         description=f"{root.name} folder {cfg.image_size}px: {len(train)} train / {len(val)} val, "
         f"{len(train.classes)} classes",
     )
+
+
+def write_imagefolder_fixture(
+    root: str | Path,
+    classes: int = 4,
+    train_per_class: int = 8,
+    val_per_class: int = 2,
+    size: tuple[int, int] = (56, 48),
+    seed: int = 0,
+) -> Path:
+    """Write a small ImageNet-layout folder (``root/train/<wnid>/*.JPEG``, ``root/val/<wnid>/*.JPEG``) of real JPEG
+    files, for rehearsals and tests: each class a noisy colour
+    gradient of its own (so a network can learn something), ``size`` = (width, height), not square on purpose so the
+    evaluation resize and centre crop have work to do. The class folders are ImageNet's first ``classes`` WordNet ids
+    (``n01440764`` tench, ...), so an ImageNet-1k model's class indices and the folder's labels agree. Returns
+    ``root``."""
+    if classes < 1 or train_per_class < 1 or val_per_class < 1:
+        raise ValueError("a fixture needs at least one class and one image per class and split")
+    wnids = imagenet_wnids()
+    if classes > len(wnids):
+        raise ValueError(f"a fixture has at most {len(wnids)} classes (ImageNet's), got {classes}")
+    root = Path(root)
+    g = torch.Generator().manual_seed(seed)
+    w, h = size
+    ramp = torch.linspace(0, 1, w).view(1, 1, w).expand(3, h, w)
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = root / split / wnids[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            colour = torch.rand(3, 1, 1, generator=g)
+            for i in range(n):
+                noise = 0.15 * torch.randn(3, h, w, generator=g)
+                img = (colour * 0.7 + 0.3 * ramp * (c + 1) / classes + noise).clamp(0, 1)
+                arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+                Image.fromarray(arr).save(folder / f"{wnids[c]}_{split}_{i}.JPEG", quality=90)
+    return root

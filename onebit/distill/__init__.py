@@ -13,12 +13,26 @@ or an attribute of the student), so their parameters never reach the student's o
 checkpoints or DDP's gradient buckets. Move them to the device yourself (``load_teacher(..., device=...)``).
 """
 
-from onebit.distill.complexity import count_params, knowledge_complexity, rank_teachers
+from onebit.distill.complexity import (
+    DEFAULT_HEADROOM,
+    StudentProfile,
+    count_params,
+    knowledge_complexity,
+    rank_teachers,
+    resolve_student,
+    teacher_family,
+    teacher_group,
+)
 from onebit.distill.losses import KD_LOSSES, gap_ensemble_official, gap_ensemble_paper, kl_loss, soft_ce
 from onebit.distill.task import AssistantSchedule, DistillationTask
 from onebit.distill.teachers import Teacher, load_teacher
 
 __all__ = [
+    "DEFAULT_HEADROOM",
+    "StudentProfile",
+    "resolve_student",
+    "teacher_family",
+    "teacher_group",
     "KD_LOSSES",
     "AssistantSchedule",
     "DistillationTask",

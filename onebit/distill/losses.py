@@ -1,4 +1,10 @@
-"""KD losses by name (:data:`KD_LOSSES`): each is ``fn(student_logits, [teacher_logits, ...], **kw) -> scalar``."""
+"""KD losses by name (:data:`KD_LOSSES`): each is ``fn(student_logits, [teacher_logits, ...], **kw) -> scalar``.
+
+The built-in losses also take ``stats=`` (a dict, default ``None``): when given, they put ``stats["weights"]``, the
+batch-mean weight of each teacher in the loss (shape ``[n_teachers]``, detached, on the logits' device), without
+changing the value or the gradient: the gap-sensitive ensembles' α (softmax over teachers of the per-sample CE),
+``1/n`` for the plain averages (``soft_ce``, ``kl``). :class:`onebit.distill.DistillationTask` logs them per epoch.
+"""
 
 from __future__ import annotations
 
@@ -30,23 +36,32 @@ def _check(student_logits: Tensor, teacher_logits: Sequence[Tensor]) -> None:
 
 
 @KD_LOSSES.register("soft_ce")
-def soft_ce(student_logits: Tensor, teacher_logits: Sequence[Tensor]) -> Tensor:
+def soft_ce(student_logits: Tensor, teacher_logits: Sequence[Tensor], stats: dict | None = None) -> Tensor:
     """Soft cross-entropy of the BNext code: batch mean of −Σ softmax(t) log softmax(s), T = 1.
 
     With several teachers the per-teacher losses are averaged (the official code uses this loss inside the gap
     ensemble; on its own it has one teacher).
     """
     _check(student_logits, teacher_logits)
+    _uniform_weights(stats, len(teacher_logits), student_logits.device)
     return torch.stack([_soft_ce_per_sample(student_logits, t).mean() for t in teacher_logits]).mean()
 
 
+def _uniform_weights(stats: dict | None, n: int, device: torch.device) -> None:
+    if stats is not None:
+        stats["weights"] = torch.full((n,), 1.0 / n, device=device)
+
+
 @KD_LOSSES.register("kl")
-def kl_loss(student_logits: Tensor, teacher_logits: Sequence[Tensor], temperature: float = 1.0) -> Tensor:
+def kl_loss(
+    student_logits: Tensor, teacher_logits: Sequence[Tensor], temperature: float = 1.0, stats: dict | None = None
+) -> Tensor:
     """Hinton KD: τ² · batch mean of KL(softmax(t/τ) ‖ softmax(s/τ)); averaged over teachers.
 
     The τ² keeps the gradient scale independent of τ.
     """
     _check(student_logits, teacher_logits)
+    _uniform_weights(stats, len(teacher_logits), student_logits.device)
     tau = float(temperature)
     log_s = F.log_softmax(student_logits.float() / tau, dim=1)
     losses = []
@@ -57,7 +72,9 @@ def kl_loss(student_logits: Tensor, teacher_logits: Sequence[Tensor], temperatur
 
 
 @KD_LOSSES.register("gap_ensemble_official")
-def gap_ensemble_official(student_logits: Tensor, teacher_logits: Sequence[Tensor]) -> Tensor:
+def gap_ensemble_official(
+    student_logits: Tensor, teacher_logits: Sequence[Tensor], stats: dict | None = None
+) -> Tensor:
     """The BNext code's gap-sensitive ensemble (``docs/official-code.md``, *Training BNext*), teachers ordered
     ``[assistant, strong]``.
 
@@ -70,11 +87,13 @@ def gap_ensemble_official(student_logits: Tensor, teacher_logits: Sequence[Tenso
     per_sample = torch.stack([_soft_ce_per_sample(student_logits, t) for t in teacher_logits], dim=1)  # [B, n]
     batch = per_sample.mean(dim=0)  # L_i, [n]
     alpha = F.softmax(per_sample.detach(), dim=1)  # gap-sensitive weights, no gradient through them
+    if stats is not None:
+        stats["weights"] = alpha.mean(dim=0)  # batch-mean α per teacher (the ½ is not part of α)
     return (alpha * batch.unsqueeze(0)).sum(dim=1).mean() / 2
 
 
 @KD_LOSSES.register("gap_ensemble_paper")
-def gap_ensemble_paper(student_logits: Tensor, teacher_logits: Sequence[Tensor]) -> Tensor:
+def gap_ensemble_paper(student_logits: Tensor, teacher_logits: Sequence[Tensor], stats: dict | None = None) -> Tensor:
     """BNext eq. 4 as printed, for any number of teachers.
 
     Reading: per sample, ``CE_i = −Σ_c p_S,c log p_{T_i},c`` (student probabilities times log teacher probabilities,
@@ -88,5 +107,7 @@ def gap_ensemble_paper(student_logits: Tensor, teacher_logits: Sequence[Tensor])
     log_ts = [F.log_softmax(t.float(), dim=1) for t in teacher_logits]
     ce = torch.stack([-(log_s.exp() * lt).sum(dim=1) for lt in log_ts], dim=1)  # [B, n]
     sigma = F.softmax(ce.detach(), dim=1)
+    if stats is not None:
+        stats["weights"] = sigma.mean(dim=0)  # batch-mean σ per teacher
     kl = torch.stack([(lt.exp() * (lt - log_s)).sum(dim=1) for lt in log_ts], dim=1)  # [B, n]
     return (sigma * kl).sum(dim=1).mean()

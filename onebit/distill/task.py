@@ -1,8 +1,10 @@
-"""The distillation Task and BNext's assistant schedule ("knowledge boosting", Alg. 1)."""
+"""The distillation Task, BNext's assistant schedule ("knowledge boosting", Alg. 1) and the per-teacher KD weight
+meter."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +14,7 @@ from torch import Tensor, nn
 from onebit.distill.losses import KD_LOSSES
 from onebit.distill.teachers import Teacher
 
-__all__ = ["AssistantSchedule", "DistillationTask"]
+__all__ = ["AssistantSchedule", "DistillationTask", "TeacherWeightMeter"]
 
 
 class AssistantSchedule:
@@ -56,12 +58,83 @@ def _name(teacher: Any) -> str:
     return getattr(teacher, "name", None) or str(teacher)
 
 
+def _labels(teachers: Sequence[Any]) -> tuple[str, ...]:
+    """The teachers' names, a repeated name suffixed ``#2``, ``#3`` ... so every teacher keeps its own key."""
+    out: list[str] = []
+    for t in teachers:
+        name, k = _name(t), 1
+        while (name if k == 1 else f"{name}#{k}") in out:
+            k += 1
+        out.append(name if k == 1 else f"{name}#{k}")
+    return tuple(out)
+
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+class TeacherWeightMeter:
+    """Running sums of the per-teacher KD weights of one epoch (``stats["weights"]`` of :mod:`onebit.distill.losses`).
+
+    Per active-teacher list (the assistant switches by epoch) it keeps one float64 device tensor
+    ``[Σ_steps w_1, ..., Σ_steps w_n, steps]``: :meth:`add` is two in-place device ops, no host sync; the host reads
+    the numbers once, in :meth:`pop` (or :meth:`state_dict`). Under ``torch.distributed`` pass ``reduce`` (a sum over
+    ranks) to both: the epoch mean is then the mean over every rank's steps.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[tuple[str, ...], Tensor] = {}
+
+    def add(self, names: tuple[str, ...], weights: Tensor) -> None:
+        acc = self.sums.get(names)
+        if acc is None:
+            acc = self.sums[names] = torch.zeros(len(names) + 1, dtype=torch.float64, device=weights.device)
+        acc[:-1] += weights.detach().reshape(-1)
+        acc[-1] += 1
+
+    def _reduced(self, reduce: Reduce | None) -> list[tuple[tuple[str, ...], list[float]]]:
+        out = []
+        for names in sorted(self.sums):  # the same order on every rank
+            v = self.sums[names].clone()
+            out.append((names, (reduce(v) if reduce is not None else v).tolist()))
+        return out
+
+    def pop(self, reduce: Reduce | None = None) -> dict[str, float]:
+        """The epoch mean weight of every teacher (by name; a teacher in several lists: weighted by steps), and
+        reset."""
+        total: dict[str, list[float]] = {}
+        for names, row in self._reduced(reduce):
+            steps = row[-1]
+            for name, w in zip(names, row[:-1]):
+                acc = total.setdefault(name, [0.0, 0.0])
+                acc[0] += w
+                acc[1] += steps
+        self.sums = {}
+        return {name: s / n for name, (s, n) in total.items() if n > 0}
+
+    def state_dict(self, reduce: Reduce | None = None) -> list[dict[str, Any]]:
+        """The open epoch's sums (reduced over ranks with ``reduce``; a collective then) for a checkpoint."""
+        return [{"teachers": list(names), "sums": row} for names, row in self._reduced(reduce)]
+
+    def load_state_dict(
+        self, state: list[dict[str, Any]], device: str | torch.device = "cpu", zero: bool = False
+    ) -> None:
+        """Take back :meth:`state_dict`. Under ``torch.distributed`` every rank but 0 passes ``zero=True``: it gets
+        the same teacher lists with zero sums, so the next reduce counts the saved sums once and every rank reduces
+        the same tensors."""
+        self.sums = {
+            tuple(e["teachers"]): torch.tensor(e["sums"], dtype=torch.float64, device=device) * (0.0 if zero else 1.0)
+            for e in state or []
+        }
+
+
 class DistillationTask:
     """Distil from frozen teachers: ``{"loss", "output", "kd", "ce"}`` for one batch.
 
     ``loss = kd + label_weight · ce`` where ``kd`` is ``KD_LOSSES[loss](student_logits, teacher_logits, **loss_kw)``
     and ``ce`` the label cross-entropy. The BNext code uses no label term (weight 0, the default); ``ce`` is then
-    computed without gradient, for logging only.
+    computed without gradient, for logging only. When the loss takes ``stats=`` (the built-in ones do), the batch-mean
+    weight of each teacher is summed in :attr:`weight_meter` (on the device; the runner logs the epoch means as
+    ``kd_weights``).
 
     Args:
         teachers: a :class:`Teacher`, a list of them (all active every step), or an :class:`AssistantSchedule`
@@ -83,6 +156,8 @@ class DistillationTask:
     ) -> None:
         self.loss_fn = KD_LOSSES.get(loss)
         self.loss_name, self.label_weight, self.loss_kw = loss, float(label_weight), loss_kw
+        self.weight_meter = TeacherWeightMeter()
+        self._takes_stats = "stats" in inspect.signature(self.loss_fn).parameters and "stats" not in loss_kw
         self.schedule: AssistantSchedule | None = None
         if isinstance(teachers, AssistantSchedule):
             teachers.strong = _as_teacher(teachers.strong)
@@ -117,7 +192,13 @@ class DistillationTask:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         out = model(x)
         teacher_logits = [t(x) for t in self.teachers]
-        kd = self.loss_fn(out, teacher_logits, **self.loss_kw)
+        if self._takes_stats:
+            stats: dict[str, Tensor] = {}
+            kd = self.loss_fn(out, teacher_logits, **self.loss_kw, stats=stats)
+            if "weights" in stats:
+                self.weight_meter.add(_labels(self.teachers), stats["weights"])
+        else:
+            kd = self.loss_fn(out, teacher_logits, **self.loss_kw)
         if self.label_weight:
             ce = F.cross_entropy(out.float(), y)
             loss = kd + self.label_weight * ce

@@ -34,10 +34,12 @@ def save_model_dir(model: nn.Module, out_dir: str | Path, extra: dict[str, Any] 
     return out
 
 
-def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(ref: str | Path, checkpoint: str = "last") -> tuple[nn.Module, dict[str, Any]]:
     """Build a model from a registered name, a model directory (``model.json`` + ``model.safetensors``) or a run
-    directory (``config.json`` + ``checkpoints/``; the latest checkpoint's weights). Returns ``(model, info)`` where
-    ``info`` may hold ``input_size`` (C, H, W) when the source knows it."""
+    directory (``config.json`` + ``checkpoints/``; the weights of its checkpoint ``checkpoint``: ``last``, the
+    latest, by default; ``best``, the last stage's best epoch by validation top-1; or any tag such as
+    ``stage1_step1_best``, see :class:`onebit.checkpoint.RunDir`). Returns ``(model, info)`` where ``info`` may hold
+    ``input_size`` (C, H, W) when the source knows it."""
     path = Path(ref)
     if path.is_dir():
         if (path / "model.json").exists():
@@ -49,9 +51,10 @@ def load_model(ref: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         if run.has_config():
             cfg = run.read_config()
             model = create_model(cfg.model.name, num_classes=cfg.model.num_classes, **cfg.model.kwargs)
-            ck = run.checkpoint("last")
+            ck = run.checkpoint(checkpoint)
             if ck is None:
-                raise ModelLoadError(f"{path}: run directory without a checkpoint yet")
+                what = "a checkpoint yet" if checkpoint == "last" else f"a checkpoint {checkpoint!r}"
+                raise ModelLoadError(f"{path}: run directory without {what}")
             load_weights(model, ck / "model.safetensors")
             _apply_stage_binarization(model, cfg, ck)
             size = [input_channels(model), cfg.data.image_size, cfg.data.image_size]

@@ -8,7 +8,7 @@ import pkgutil
 
 from onebit.config import RunConfig
 
-__all__ = ["DEFAULT_RECIPE", "get_recipe", "list_recipes", "recipe_header"]
+__all__ = ["DEFAULT_RECIPE", "get_recipe", "list_recipes", "paper_teachers", "recipe_header"]
 
 DEFAULT_RECIPE = "adambnn_digits"
 
@@ -38,3 +38,11 @@ def get_recipe(name: str = DEFAULT_RECIPE, smoke: bool = False) -> RunConfig:
 
 def recipe_header(name: str) -> str:
     return (_module(name).__doc__ or "").strip()
+
+
+def paper_teachers(name: str) -> tuple[list[str], list[str]]:
+    """The teachers the paper distils this recipe from, as teacher specs: ``(strong teachers, assistant group)``
+    (BNext Table 9; ResNet-34 for ReActNet/AdamBNN and BNext-18), with ``@pretrained`` weights; empty lists for a
+    recipe trained without a teacher. The recipes themselves leave teachers to the command line."""
+    strong, assistants = getattr(_module(name), "PAPER_TEACHERS", ((), ()))
+    return list(strong), list(assistants)

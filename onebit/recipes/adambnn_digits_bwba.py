@@ -14,10 +14,12 @@ from onebit.recipes._strategies import two_step
 def config() -> RunConfig:
     cfg = adambnn_digits.config()
     cfg.stages = two_step("BWBA", (12, 12), cfg.stages[0].optim, weight_decay=(5e-6, 0.0))
+    cfg.stages[1].init_from = "best"  # as adambnn_digits
     return cfg
 
 
 def smoke() -> RunConfig:
     cfg = adambnn_digits.smoke()
     cfg.stages = two_step("BWBA", (2, 2), cfg.stages[0].optim, weight_decay=(5e-6, 0.0))
+    cfg.stages[1].init_from = "best"  # as adambnn_digits
     return cfg

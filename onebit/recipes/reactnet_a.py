@@ -1,6 +1,8 @@
 """ReActNet-A with the ReActNet schedule on ImageNet (liuzechun/ReActNet mobilenet/1_step1 + 2_step2).
 
-Command:   onebit train reactnet_a data.root=/data/imagenet [data.num_workers=8]
+Command:   onebit train reactnet_a data.root=/data/imagenet [data.num_workers=8] \\
+               stages.*.teachers=resnet34@/w/resnet34-b627a593.pth
+           onebit rehearse reactnet_a   (the real config for a few steps on a generated folder at 32 px)
            onebit train reactnet_a --smoke   (the same recipe on the bundled digits at 16 px: seconds, no data)
 Cost:      2 x 128 epochs of ImageNet at batch 256: on the order of days on 8 GPUs (the paper's setting).
 Expected:  69.4 % top-1 (ReActNet paper, with distillation from a ResNet-34); step 1 ~70.1 % (ReActNet issue #21).
@@ -10,8 +12,8 @@ batch 256, coupled weight decay 1e-5 in step 1 and 0 in step 2 on every 4-D tens
 (``wd_mode=official``), LambdaLR linear decay stepped per epoch before the first epoch (``official_offset``),
 RandomResizedCrop 224 bilinear + flip, eval resize 256 + centre crop 224. Differences: step 2 inherits every step-1
 latent weight here (the released ReActNet step 2 silently drops them through a key mismatch; AdamBNN fixed that).
-Distillation as released: pass a ResNet-34 teacher with ``stages.*.teachers=DIR`` (``kd_loss=soft_ce``, no label
-term); without one the stages use label cross-entropy.
+Distillation as released: pass a ResNet-34 teacher with ``stages.*.teachers=resnet34@FILE`` (``kd_loss=soft_ce``,
+no label term); without one the stages use label cross-entropy.
 """
 
 from onebit.config import DataConfig, ModelConfig, OptimConfig, RunConfig, ScheduleConfig
@@ -43,6 +45,10 @@ def _imagenet(epochs=EPOCHS, wd=WD) -> RunConfig:
             schedule=ScheduleConfig(name="linear", per="epoch", official_offset=True),
         ),
     )
+
+
+#: the papers' teacher: ResNet-34 with torchvision's ImageNet weights (73.31 %), every stage
+PAPER_TEACHERS = (("torchvision:resnet34@pretrained",), ())
 
 
 def config() -> RunConfig:

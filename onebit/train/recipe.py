@@ -13,7 +13,7 @@ import importlib.util
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +38,6 @@ from onebit.checkpoint import (
 )
 from onebit.config import ConfigError, RunConfig, StageConfig
 from onebit.data import DataBundle, build_data
-from onebit.distill import AssistantSchedule, DistillationTask, load_teacher
 from onebit.layers import binary_layers, set_binarization
 from onebit.metrics import FlipTracker, signs_int8
 from onebit.metrics.dynamics import DynamicsTracker
@@ -48,9 +47,9 @@ from onebit.train import distributed as dist_utils
 from onebit.train.distributed import World, broadcast_object, convert_sync_batchnorm, init_distributed
 from onebit.train.loop import EpochMeter, NonFiniteLossError, StepRecord, evaluate, train_steps
 from onebit.train.optim import build_optimizer
-from onebit.train.rundir import RunClaim, claim_run_dir, load_resume_point, read_resume
+from onebit.train.rundir import RunClaim, claim_run_dir, load_best, load_resume_point, read_resume, save_best
 from onebit.train.schedules import set_lr
-from onebit.train.tasks import ClassificationTask
+from onebit.train.task import build_task, prepare_teachers, teacher_records
 
 __all__ = ["RunDirError", "RunInterrupted", "RunResult", "TrainingDiverged", "run"]
 
@@ -123,6 +122,7 @@ def run(
     out_dir: str | Path | None = None,
     resume: str | Path | None = None,
     console: Console | None = None,
+    teachers: Mapping[str, nn.Module] | None = None,
 ) -> RunResult:
     """Train every stage of ``cfg`` into a run directory (or continue the run in ``resume``).
 
@@ -133,6 +133,11 @@ def run(
     The run directory has one writer at a time (rank 0 holds ``<run_dir>/.lock``; a second writer is refused,
     naming the first). A new run's directory is claimed first, then data and model are built, then ``config.json``
     and ``run.json`` are written: a user mistake found on the way (a missing data set ...) leaves nothing behind.
+
+    Teachers held in Python (:mod:`onebit.train.task`): ``nn.Module`` s put directly into a stage's
+    ``teachers``/``assistants``, or given as ``teachers={"KEY": module}`` and named ``python:KEY`` there. They are
+    lifted out of the config (``config.json`` records ``python:KEY``); resuming such a run needs the same
+    ``teachers=`` again. Every stage's teacher specs are checked before anything is written.
 
     Raises:
         RunDirError: bad ``out_dir``/``resume`` (missing, foreign, unwritable, holding a run, in use).
@@ -147,20 +152,23 @@ def run(
         cfg = read_resume(resume)
     elif cfg is None:
         raise ValueError("run() needs a config unless it resumes")
+    cfg, modules = prepare_teachers(cfg, teachers)
     world, device = init_distributed(cfg.device)
     try:
-        return _run(cfg, out_dir, resume, console, world, device)
+        return _run(cfg, out_dir, resume, console, world, device, modules)
     finally:
         dist_utils.teardown()
 
 
-def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device: torch.device) -> RunResult:
+def _run(
+    cfg: RunConfig, out_dir, resume, console: Console, world: World, device: torch.device, modules=None
+) -> RunResult:
     _check_config(cfg, world)
     if not world.is_main:
         console = Console(quiet=True)  # rank 0 speaks for the run
     claim = claim_run_dir(cfg, out_dir, resume, world, console)
     try:
-        return _train(cfg, claim, console, world, device)
+        return _train(cfg, claim, console, world, device, modules)
     except BaseException as e:
         if world.is_main and claim.new and not isinstance(e, RunInterrupted | TrainingDiverged):
             rd = RunDir(claim.path)
@@ -171,7 +179,9 @@ def _run(cfg: RunConfig, out_dir, resume, console: Console, world: World, device
         claim.release()
 
 
-def _train(cfg: RunConfig, claim: RunClaim, console: Console, world: World, device: torch.device) -> RunResult:
+def _train(
+    cfg: RunConfig, claim: RunClaim, console: Console, world: World, device: torch.device, modules=None
+) -> RunResult:
     run_dir, resuming = claim.path, not claim.new
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -205,6 +215,7 @@ def _train(cfg: RunConfig, claim: RunClaim, console: Console, world: World, devi
         )
     elapsed = (state or {}).get("elapsed", 0.0)
     runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref, world, elapsed=elapsed)
+    runner.teacher_modules = modules or {}  # the modules of the config's python: teachers
     try:
         with runner.flag:
             runner.run_stages(state)
@@ -273,6 +284,7 @@ class _StageRun:
     skip: int = 0  # batches of ``start_epoch`` done before a resume
     step: int = 0  # stage step
     batch: int = 0  # batches done in the current epoch
+    best: dict[str, Any] | None = None  # the stage's best epoch so far (validation top-1), see _update_best
 
 
 class _Runner:
@@ -318,6 +330,8 @@ class _Runner:
             "flips_stage": st.tracker.state_dict() if st.tracker else {},
             "flips_run": {f"run.{k}": v for k, v in self.run_ref.items()},
             "results": self.results,
+            "best": st.best or {},
+            "kd_weights": self._kd_weight_state(st),
             "elapsed": time.time() - self.t0,
             "stage_elapsed": time.time() - self.t_stage,
         }
@@ -331,6 +345,11 @@ class _Runner:
         if self.world.distributed:
             st = {k: dist_utils.all_reduce_sum(v.to(self.device)).cpu() for k, v in st.items()}
         return st
+
+    def _kd_weight_state(self, st: _StageRun) -> list:
+        """The open epoch's per-teacher KD weight sums, summed over ranks (a collective, as ``_dynamics_state``)."""
+        meter = getattr(st.task, "weight_meter", None)
+        return meter.state_dict(dist_utils.all_reduce_sum) if meter is not None else []
 
     def _load_dynamics(self, st: dict) -> None:
         if self.dyn is None or not st:
@@ -371,7 +390,14 @@ class _Runner:
         if i == 0 and init in ("previous", "scratch"):
             return  # the model was just built from the run's seed
         if init == "previous":
-            return  # the model object carries every latent weight of the previous stage
+            if stage.init_from == "best":  # every weight and buffer of the previous stage's best epoch
+                dist_utils.barrier()  # rank 0 wrote it
+                best = load_best(self.run_dir, self.cfg, i - 1, self.model, self.device)
+                self.console.print(
+                    f"Stage {i + 1} starts from the best epoch of stage {i} ({best['epoch'] + 1}, val top-1 "
+                    f"{100 * best['val_top1']:.2f}%)"
+                )
+            return  # init_from="last": the model object carries every latent weight of the previous stage
         if init == "scratch":
             torch.manual_seed(self.cfg.seed + i)
             fresh = build_model(self.cfg).to(self.device)
@@ -410,8 +436,12 @@ class _Runner:
                 f"{_stage_label(stage)}; {stage.optim.name} lr {stage.optim.lr:g}; "
                 f"{stage.epochs} epochs x {n} steps; groups: " + "; ".join(groups)
             )
-        st.task = build_task(stage, self.data, self.device)
+        st.task = build_task(
+            stage, self.data, self.device, num_classes=self.cfg.model.num_classes, modules=self.teacher_modules
+        )
         st.augment = build_augment(self.cfg.data, self.data)
+        if state is not None and getattr(st.task, "weight_meter", None) is not None:
+            st.task.weight_meter.load_state_dict(state.get("kd_weights"), self.device, zero=not self.world.is_main)
         return st
 
     def _resume_stage(self, st: _StageRun, state: dict) -> None:
@@ -419,6 +449,7 @@ class _Runner:
         st.meter = EpochMeter(**state["meter"])
         self.acc = dict(state["stage_acc"])
         st.start_epoch, st.skip, st.step = state["epoch"], state["batch"], state["stage_step"]
+        st.best = state.get("best") or None
         if st.tracker is not None:
             st.tracker.load_state_dict(state["flips_stage"])
         self._load_dynamics(state.get("dynamics") or {})
@@ -428,7 +459,7 @@ class _Runner:
         """Train one epoch step by step: log each step, checkpoint when due, stop on Ctrl-C (on every rank)."""
         stage = st.stage
         if stage.temperature is not None:
-            set_temperature(self.model, stage.temperature * stage.temperature_decay**epoch)
+            set_temperature(self.model, _temperature(stage, epoch))
         # a distinct order per (stage, epoch), the same on every rank
         self.data.train.set_epoch(1000 * st.index + epoch)
         if hasattr(st.task, "set_epoch"):
@@ -507,15 +538,30 @@ class _Runner:
             f"FF {rec['ff_ratio']:.2e}"
         )
         st.meter = EpochMeter()
+        self._update_best(st, epoch, val)
         state = self._state(st, epoch + 1, 0)
         if epoch + 1 in self.cfg.keep_epochs and epoch + 1 < st.stage.epochs:
             self._save(f"stage{st.index + 1}_{st.stage.name}_epoch{epoch + 1}", state)
         self._save("last", state)
 
+    def _update_best(self, st: _StageRun, epoch: int, val: dict) -> None:
+        """Keep the stage's best epoch by validation top-1 (a tie keeps the earlier) and write its checkpoints
+        (``stage<i>_<name>_best``, and ``best`` in the last stage) before the resume point that records it."""
+        if st.best and not val["val_top1"] > st.best["val_top1"]:
+            return
+        st.best = {"epoch": epoch, "global_step": self.global_step, **val}
+        if self.world.is_main:
+            save_best(self.run_dir, self.cfg, st.index, self.model, st.best)
+
     def _epoch_record(self, st: _StageRun, epoch: int, val: dict) -> dict[str, Any]:
         task, tracker, meter = st.task, st.tracker, st.meter
         rec = {"type": "epoch", "stage": st.stage.name, "stage_index": st.index, "epoch": epoch}
         rec.update({"global_step": self.global_step, "epoch_steps": meter.steps, **meter.averages(), **val})
+        if st.stage.temperature is not None:
+            rec["temperature"] = _temperature(st.stage, epoch)  # progressive binarization (BNext Fig. 8)
+        weights = getattr(task, "weight_meter", None)
+        if weights is not None:  # mean KD weight per teacher over the epoch (the gap ensemble's alpha)
+            rec["kd_weights"] = weights.pop(dist_utils.all_reduce_sum)
         if getattr(task, "teachers", None):  # which teachers distilled this epoch (BNext's assistants switch)
             rec["teachers"] = [getattr(t, "name", None) or str(t) for t in task.teachers]
             if getattr(task, "active_assistant", None):
@@ -533,7 +579,7 @@ class _Runner:
     def _finish_stage(self, st: _StageRun, elapsed: float) -> None:
         """Write the stage's result (``stage`` record, results list) and its checkpoint."""
         res = self._stage_result(st, elapsed)
-        tag = f"stage{st.index + 1}_{st.stage.name}"
+        tag = RunDir.stage_tag(st.index, st.stage.name)
         res["checkpoint"] = str(self.ckpt_dir / tag)
         self.results.append(res)
         st.meter = EpochMeter()  # a finished stage has no open epoch
@@ -553,6 +599,8 @@ class _Runner:
             "val_top1": val["val_top1"],
             "val_top5": val["val_top5"],
             "val_loss": val["val_loss"],
+            "best_epoch": (st.best or {}).get("epoch"),  # 0-based, as in metrics.jsonl
+            "best_val_top1": (st.best or {}).get("val_top1"),
             "ff_ratio": self.acc["ff"] / steps,
             "steps": self.acc["steps"],
             "time_s": elapsed,
@@ -562,6 +610,8 @@ class _Runner:
             "c2i_run": float("nan"),
             "c2i_changed_run": float("nan"),
         }
+        if stage.teachers:  # spec, architecture, parameters, accuracy of each (onebit.train.task)
+            res["teachers"] = teacher_records(st.task)
         if self.dyn is not None:
             res["dyn_stage"] = self.dyn.stage_summary()
             self.dyn.close()
@@ -591,31 +641,9 @@ class _Runner:
         return summary
 
 
-def build_task(stage: StageConfig, data: DataBundle, device: torch.device):
-    """Classification, or distillation from the stage's teachers (strong first, then BNext's assistant group)."""
-    if not stage.teachers:
-        return ClassificationTask(stage.label_smoothing)
-    renorm = {}
-    if stage.teacher_mean or stage.teacher_std:
-        if data.mean is None or data.std is None:
-            raise ValueError(f"stage {stage.name!r}: teacher_mean/std need a data set with known normalisation")
-        renorm = {
-            "mean": stage.teacher_mean,
-            "std": stage.teacher_std,
-            "student_mean": data.mean,
-            "student_std": data.std,
-        }
-
-    def teacher(spec: str):
-        return load_teacher(spec, device=device, half=stage.teacher_half, **renorm)
-
-    strong = [teacher(t) for t in stage.teachers]
-    if stage.assistants:
-        if len(strong) != 1:
-            raise ValueError(f"stage {stage.name!r}: assistants need exactly one strong teacher, got {stage.teachers}")
-        spec = AssistantSchedule(strong[0], [teacher(a) for a in stage.assistants], stage.epochs)
-        return DistillationTask(spec, loss=stage.kd_loss, label_weight=stage.label_weight)
-    return DistillationTask(strong, loss=stage.kd_loss, label_weight=stage.label_weight)
+def _temperature(stage: StageConfig, epoch: int) -> float:
+    """The progressive-binarization temperature of ``epoch``: T = temperature * temperature_decay**epoch."""
+    return stage.temperature * stage.temperature_decay**epoch
 
 
 def build_augment(cfg, data: DataBundle):
@@ -670,7 +698,8 @@ def _complexity(model: nn.Module, data: DataBundle) -> dict[str, Any]:
 def stage_table(summary: dict[str, Any]) -> Table:
     """The per-stage result table printed at the end of a run."""
     t = Table(title=f"{summary['recipe']} — {summary['model']} on {summary['data']}")
-    for col in ("stage", "binarized", "epochs", "val top-1", "FF ratio", "C2I (stage)", "C2I (run)", "time"):
+    cols = ("stage", "binarized", "epochs", "val top-1", "best (epoch)", "FF ratio", "C2I (stage)", "C2I (run)", "time")
+    for col in cols:
         t.add_column(col, justify="right" if col not in ("stage", "binarized") else "left")
     for s in summary["stages"]:
         t.add_row(
@@ -678,12 +707,19 @@ def stage_table(summary: dict[str, Any]) -> Table:
             s["binarized"],
             str(s["epochs"]),
             f"{100 * s['val_top1']:.2f}%",
+            _best_cell(s),
             f"{s['ff_ratio']:.2e}",
             f"{s['c2i']:.4f}",
             f"{s['c2i_run']:.4f}",
             f"{s['time_s']:.1f}s",
         )
     return t
+
+
+def _best_cell(s: dict[str, Any]) -> str:
+    if s.get("best_val_top1") is None or s.get("best_epoch") is None:
+        return "-"
+    return f"{100 * s['best_val_top1']:.2f}% ({s['best_epoch'] + 1})"
 
 
 def _progress(console: Console, enabled: bool = True) -> Progress:

@@ -1,6 +1,7 @@
 """The run directory's life cycle: claiming it for a new run or a resume (one writer at a time, under
 :class:`onebit.checkpoint.RunLock`), recording the run once data and model exist, abandoning a start that failed
-before training, and loading and checking the resume point.
+before training, loading and checking the resume point, and the stages' best-epoch checkpoints
+(:func:`save_best`, :func:`load_best`).
 
 Every crash point leaves either nothing of a run (a directory ``--out`` reuses) or a resumable run: see
 :meth:`RunClaim.record`. Only rank 0 of a torchrun job claims and writes; the other ranks get its decision.
@@ -25,13 +26,14 @@ from onebit.checkpoint import (
     RunLock,
     check_optimizer_state,
     load_checkpoint,
+    save_checkpoint,
 )
 from onebit.config import RunConfig, save_json
 from onebit.report import MetricsWriter, crash_point
 from onebit.train.distributed import World, broadcast_object
 from onebit.train.optim import build_optimizer
 
-__all__ = ["RunClaim", "claim_run_dir", "load_resume_point", "read_resume"]
+__all__ = ["RunClaim", "claim_run_dir", "load_best", "load_resume_point", "read_resume", "save_best"]
 
 
 def read_resume(resume: str | Path) -> RunConfig:
@@ -212,6 +214,71 @@ _STATE_KEYS = (
 )
 
 
+# ------------------------------------------------------------------------------------------------ best checkpoints
+def _starts_from_best(cfg: RunConfig, index: int) -> bool:
+    """Whether stage ``index`` starts from the best checkpoint of the stage before it."""
+    stage = cfg.stages[index]
+    return index > 0 and stage.init == "previous" and stage.init_from == "best"
+
+
+def save_best(run_dir: Path, cfg: RunConfig, index: int, model: nn.Module, best: dict) -> list[Path]:
+    """Write ``model`` as the best epoch of stage ``index``: ``checkpoints/stage<i>_<name>_best/`` and, for the last
+    stage, ``checkpoints/best/`` (the run's best model), atomically as every checkpoint. ``best``: the epoch's record
+    (``epoch`` 0-based as in metrics.jsonl, ``val_top1``, ``global_step`` ...). Its ``state.pt`` holds
+    ``{"stage_index", "best"}`` and no optimizer: it is a model to evaluate or to start a stage from, not a resume
+    point (the resume point ``last`` records the best so far)."""
+    stage = cfg.stages[index]
+    state = {"stage_index": index, "best": dict(best)}
+    meta = {
+        "stage_index": index,
+        "stage": stage.name,
+        "epoch": best["epoch"] + 1,  # epochs trained, as in the other checkpoints
+        "batch": 0,
+        "global_step": best["global_step"],
+        "stage_done": False,
+        "recipe": cfg.recipe,
+        "best_epoch": best["epoch"],
+        "val_top1": best["val_top1"],
+    }
+    tags = [RunDir.best_tag(index, stage.name)] + (["best"] if index == len(cfg.stages) - 1 else [])
+    return [save_checkpoint(RunDir(run_dir).checkpoints, tag, model, state, meta) for tag in tags]
+
+
+def _best_path(rd: RunDir, cfg: RunConfig, index: int, why: str) -> Path:
+    tag = RunDir.best_tag(index, cfg.stages[index].name)
+    path = rd.checkpoint(tag)
+    if path is None:
+        raise CheckpointError(f"{rd.checkpoints / tag}: missing or incomplete, but {why}")
+    return path
+
+
+def load_best(run_dir: Path, cfg: RunConfig, index: int, model: nn.Module, device) -> dict:
+    """Load the best checkpoint of stage ``index`` into ``model`` (every weight and buffer, checked as any
+    checkpoint) and return its record (``epoch``, ``val_top1`` ...).
+
+    Raises:
+        CheckpointError: the checkpoint is missing, damaged, of another stage or does not fit the model.
+    """
+    nxt = f"stage {index + 2} '{cfg.stages[index + 1].name}'" if index + 1 < len(cfg.stages) else "the next stage"
+    path = _best_path(RunDir(run_dir), cfg, index, f"{nxt} starts from it (init_from='best')")
+    state, _ = load_checkpoint(path, model, map_location=device, require=("stage_index", "best"))
+    if state["stage_index"] != index or not isinstance(state["best"], dict):
+        raise CheckpointError(f"{path / 'state.pt'}: not the best checkpoint of stage {index + 1}")
+    return state["best"]
+
+
+def _check_resume_best(rd: RunDir, last: Path, state: dict, cfg: RunConfig) -> None:
+    """The best checkpoint of the resume point's stage exists when the resume point records a best epoch, or when
+    the next stage starts from it."""
+    i = state["stage_index"]
+    best = state.get("best")
+    if best:
+        where = f"{last / 'state.pt'} records stage {i + 1}'s best epoch {best.get('epoch', 0) + 1} there"
+        _best_path(rd, cfg, i, where)
+    elif state["stage_done"] and i + 1 < len(cfg.stages) and _starts_from_best(cfg, i + 1):
+        _best_path(rd, cfg, i, f"stage {i + 2} '{cfg.stages[i + 1].name}' starts from it (init_from='best')")
+
+
 def _check_resume_state(last: Path, state: dict, cfg: RunConfig, model: nn.Module) -> None:
     """The training state of checkpoint ``last`` fits this run: its stage exists, its RNG state is one, and its
     optimizer state fits the optimizer the stage builds (groups, parameters, each state tensor's shape and dtype)."""
@@ -250,6 +317,7 @@ def load_resume_point(
         return None, 0
     state, _ = load_checkpoint(last, model, map_location=device, require=_STATE_KEYS)
     _check_resume_state(last, state, cfg, model)
+    _check_resume_best(rd, last, state, cfg)
     if world.is_main:
         metrics.truncate_after(state["global_step"], keep_stage_records=state["stage_done"])
     torch.set_rng_state(state["rng_torch"])
