@@ -17,6 +17,7 @@ torchvision = pytest.importorskip("torchvision")
 
 from onebit.cli import main  # noqa: E402  (after the skips)
 from onebit.config import apply_overrides  # noqa: E402
+from onebit.data import write_imagefolder_fixture  # noqa: E402
 from onebit.distill import load_teacher  # noqa: E402
 from onebit.distill.teachers import TeacherSpecError  # noqa: E402
 from onebit.models import create_model  # noqa: E402
@@ -150,3 +151,24 @@ def test_bnext_cli_step_and_a_teacher_of_other_classes(tmp_path, tv_resnet34_fil
     assert not out.exists()
     code = main([*args[:2], f"stages.0.teachers=timm:{SMALL_TIMM}", "--smoke", "--out", str(out)])
     assert code == 0 and (out / "summary.json").exists()
+
+
+def test_bnext_tiny_on_an_imagenet_folder_with_torchvision_and_file_teachers(tmp_path, tv_resnet34_file, capsys):
+    """The issue's acceptance command: `onebit train bnext_tiny data.root=FOLDER
+    stages.*.teachers=torchvision:resnet34,resnet34@FILE` — the real BNext-T config (1000 classes) on a generated
+    ImageNet-layout folder, shrunk to 32 px and one short epoch; then `onebit eval` of the run."""
+    _, path = tv_resnet34_file
+    data = write_imagefolder_fixture(tmp_path / "data", classes=3, train_per_class=4, val_per_class=2)
+    out = tmp_path / "run"
+    args = ["train", "bnext_tiny", f"data.root={data}", "data.image_size=32", "data.val_resize=33"]
+    args += ["data.batch_size=4", "data.eval_batch_size=4", "data.num_workers=0", "data.limit_train=8"]
+    args += ["stages.0.epochs=1", "stages.0.schedule.warmup_epochs=0"]
+    args += [f"stages.*.teachers=torchvision:resnet34,resnet34@{path}", "--out", str(out)]
+    assert main(args) == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    teachers = summary["stages"][0]["teachers"]
+    assert [t["arch"] for t in teachers] == ["torchvision:resnet34", "resnet34"]
+    assert teachers[1]["weights"] == str(path)
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data", str(data), "--resize", "33", "--crop", "32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 6

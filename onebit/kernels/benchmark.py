@@ -1,5 +1,7 @@
 """Latency of a model in fp32, packed and (where the CPU has bf16 hardware) bf16: the library side of
-``onebit bench`` and ``benchmarks/packed_inference.py``.
+``onebit bench`` and of the scripts in ``benchmarks/`` (``packed_inference.py``, ``packed_throughput.py``,
+``peer_lce.py``, ``gpu_check.py``), which build on its pieces (:func:`float_variants`, :func:`packed_copy`,
+:func:`time_variants`, :func:`cpu_info`).
 
 The fp32 baseline is the fastest honest float eval of the same model: every binary conv's weight binarized once up
 front (a plain conv over ``torch.sign(x)``, one op), ``torch.inference_mode``, NCHW or channels_last, whichever is
@@ -9,6 +11,8 @@ faster. Timings are medians of repeats after warm-up, the variants interleaved s
 from __future__ import annotations
 
 import copy
+import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -21,9 +25,22 @@ from torch import Tensor, nn
 from onebit.binarize import ProgressiveSign, set_temperature
 from onebit.kernels import pack_
 from onebit.kernels._native import backend_info
+from onebit.kernels.engine import PackReport
 from onebit.layers.binary import BinaryConv2d
 
-__all__ = ["SignConv2d", "bench_model", "bf16_available", "fast_float_model"]
+__all__ = [
+    "ISA_FLAGS",
+    "SignConv2d",
+    "bench_model",
+    "bf16_available",
+    "cpu_info",
+    "fast_float_model",
+    "fastest",
+    "float_variants",
+    "harden_",
+    "packed_copy",
+    "time_variants",
+]
 
 
 class SignConv2d(nn.Module):
@@ -67,6 +84,32 @@ def bf16_available() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: CPU flags that decide which packed kernel runs and how fast (``/proc/cpuinfo`` spelling).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_bf16", "amx_bf16", "neon", "asimd")
+
+
+def cpu_info() -> dict:
+    """The CPU model name, logical CPU count and which of :data:`ISA_FLAGS` it has (from ``/proc/cpuinfo``;
+    ``platform`` values where that file does not exist), for the header of a benchmark table."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "cpu model", "hardware") and value.strip():
+            model = value.strip()
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    return {
+        "model": model,
+        "logical_cpus": os.cpu_count(),
+        "isa": {f: f in flags for f in ISA_FLAGS if f in flags or f not in ("neon", "asimd")},
+    }
+
+
 def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1e3
 
@@ -106,6 +149,71 @@ def _per_layer(model: nn.Module, x: Tensor, repeats: int) -> dict[str, float]:
     return {k: _median_ms(v) for k, v in times.items()}
 
 
+def harden_(model: nn.Module) -> bool:
+    """Set progressive (BNext) weight binarizers below their threshold, in place: the deployed state of a trained
+    model (a still-soft binarizer would keep those layers in float). Returns whether the model had any."""
+    if any(isinstance(m, ProgressiveSign) for m in model.modules()):
+        set_temperature(model, 0.0)
+        return True
+    return False
+
+
+def float_variants(model: nn.Module, x: Tensor, *, bf16: bool | None = None) -> dict[str, Callable[[], Tensor]]:
+    """The float forwards of ``model`` (eval) on ``x``: ``fp32`` (NCHW), ``fp32_channels_last`` and, when
+    ``bf16`` (default: :func:`bf16_available`), ``bf16`` (channels_last), each over :func:`fast_float_model`."""
+    fp32 = fast_float_model(model)
+    fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    variants: dict[str, Callable[[], Tensor]] = {"fp32": lambda: fp32(x), "fp32_channels_last": lambda: fp32_cl(x_cl)}
+    if bf16_available() if bf16 is None else bf16:
+        bf = copy.deepcopy(fp32).to(torch.bfloat16).to(memory_format=torch.channels_last)
+        xb = x_cl.to(torch.bfloat16)
+        variants["bf16"] = lambda: bf(xb)
+    return variants
+
+
+def packed_copy(model: nn.Module, backend: str | None = None) -> tuple[nn.Module, PackReport]:
+    """An eval copy of ``model`` with its binary convs packed (:func:`onebit.kernels.pack_`), and the pack report."""
+    packed = copy.deepcopy(model).eval()
+    return packed, pack_(packed, backend=backend)  # type: ignore[arg-type]
+
+
+def time_variants(
+    variants: dict[str, Callable[[], object]],
+    *,
+    warmup: int = 3,
+    repeats: int = 10,
+    sync: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process-CPU seconds of each variant: ``warmup`` untimed calls each, then ``repeats`` rounds that
+    call every variant once, in an order rotated by one each round (slow drifts of a shared machine and cache
+    effects of the predecessor hit all alike). ``sync`` (e.g. ``torch.cuda.synchronize``) runs before and after
+    each timed call. Call it under ``torch.inference_mode`` for inference."""
+    names = list(variants)
+    wall: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
+    for f in variants.values():
+        for _ in range(warmup):
+            f()
+    for rep in range(repeats):
+        shift = rep % len(names) if names else 0
+        for k in names[shift:] + names[:shift]:
+            if sync is not None:
+                sync()
+            c0, t0 = time.process_time(), time.perf_counter()
+            variants[k]()
+            if sync is not None:
+                sync()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return wall, cpu
+
+
+def fastest(latency_ms: dict[str, float], names: tuple[str, ...] = ("fp32", "fp32_channels_last")) -> str:
+    """The name among ``names`` (those present) with the lowest latency: the "fastest fp32" of the tables."""
+    return min((k for k in names if k in latency_ms), key=lambda k: latency_ms[k])
+
+
 def bench_model(
     model: nn.Module,
     *,
@@ -118,6 +226,7 @@ def bench_model(
     per_layer: bool = True,
     backend: str | None = None,
     hard_sign: bool = True,
+    fp32: bool = True,
 ) -> dict:
     """Time fp32 (fastest of NCHW/channels_last), packed and bf16 forwards of ``model``.
 
@@ -130,49 +239,28 @@ def bench_model(
         backend: packed backend (see :func:`onebit.kernels.pack_`).
         hard_sign: set progressive (BNext) weight binarizers below their threshold first, the deployed state of
             a trained model (a still-soft binarizer would keep those layers in float).
+        fp32: time the float variants too; ``False`` times the packed model only (no ratios, no logit check).
 
     Returns:
         A JSON-ready dict: ``latency_ms`` per variant (wall clock), ``cpu_time_ms`` (process CPU time),
-        ``speedup`` (fp32 / packed, fp32 / bf16, wall clock), ``per_layer_ms``,
-        ``pack_report``, ``backend``, the settings and the machine.
+        ``images_per_s`` (batch / median wall clock), ``speedup`` (fp32 / packed, fp32 / bf16, wall clock; empty
+        without fp32), ``fp32_best`` (``None`` without fp32), ``per_layer_ms``, ``pack_report``, ``backend``, the
+        settings and the machine.
     """
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         model = copy.deepcopy(model).eval()
-        hardened = hard_sign and any(isinstance(m, ProgressiveSign) for m in model.modules())
-        if hardened:
-            set_temperature(model, 0.0)
+        hardened = hard_sign and harden_(model)
         x = torch.randn(batch, in_chans, resolution, resolution, generator=torch.Generator().manual_seed(0))
-        fp32 = fast_float_model(model)
-        fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-        packed = copy.deepcopy(model)
-        report = pack_(packed, backend=backend)
-        variants: dict[str, Callable[[], Tensor]] = {
-            "fp32": lambda: fp32(x),
-            "fp32_channels_last": lambda: fp32_cl(x_cl),
-            "packed": lambda: packed(x),
-        }
-        if bf16_available():
-            bf = copy.deepcopy(fp32).to(torch.bfloat16).to(memory_format=torch.channels_last)
-            xb = x_cl.to(torch.bfloat16)
-            variants["bf16"] = lambda: bf(xb)
-        samples: dict[str, list[float]] = {k: [] for k in variants}
-        cpu: dict[str, list[float]] = {k: [] for k in variants}
+        packed, report = packed_copy(model, backend)
+        floats = float_variants(model, x) if fp32 else {}
+        variants: dict[str, Callable[[], Tensor]] = {**floats, "packed": lambda: packed(x)}
         with torch.inference_mode():
-            for f in variants.values():
-                for _ in range(warmup):
-                    f()
-            for _ in range(repeats):
-                for k, f in variants.items():
-                    c0, t0 = time.process_time(), time.perf_counter()
-                    f()
-                    samples[k].append(time.perf_counter() - t0)
-                    cpu[k].append(time.process_time() - c0)
-            ref, out = fp32(x), packed(x)
+            samples, cpu = time_variants(variants, warmup=warmup, repeats=repeats)  # type: ignore[arg-type]
+            diff = float((packed(x).float() - floats["fp32"]().float()).abs().max()) if fp32 else None
         lat = {k: _median_ms(v) for k, v in samples.items()}
-        best_fp32 = "fp32" if lat["fp32"] <= lat["fp32_channels_last"] else "fp32_channels_last"
+        best_fp32 = fastest(lat) if fp32 else None
         result: dict = {
             "threads": threads,
             "batch": batch,
@@ -180,6 +268,7 @@ def bench_model(
             "repeats": repeats,
             "warmup": warmup,
             "latency_ms": lat,
+            "images_per_s": {k: batch * 1e3 / v for k, v in lat.items()},
             # process CPU time per forward: with 1 thread, the latency without the time other jobs took the core
             "cpu_time_ms": {k: _median_ms(v) for k, v in cpu.items()},
             # fastest repeat: on a shared machine the closest to the uncontended latency
@@ -187,21 +276,24 @@ def bench_model(
             "cpu_time_min_ms": {k: min(v) * 1e3 for k, v in cpu.items()},
             "fp32_best": best_fp32,
             "hard_sign_applied": hardened,
-            "speedup": {"packed_vs_fp32": lat[best_fp32] / lat["packed"]},
-            "max_abs_logit_diff": float((out.float() - ref.float()).abs().max()),
+            "speedup": {} if best_fp32 is None else {"packed_vs_fp32": lat[best_fp32] / lat["packed"]},
+            "max_abs_logit_diff": diff,
             "backend": backend_info() if report.backend.get("backend") == "native" else report.backend,
             "pack_report": report.to_dict(),
             "samples_ms": {k: [s * 1e3 for s in v] for k, v in samples.items()},
         }
-        if "bf16" in lat:
+        if best_fp32 is not None and "bf16" in lat:
             result["speedup"]["bf16_vs_fp32"] = lat[best_fp32] / lat["bf16"]
         if per_layer:
-            fmodel = fp32 if best_fp32 == "fp32" else fp32_cl
-            fx = x if best_fp32 == "fp32" else x_cl
-            result["per_layer_ms"] = {
-                "fp32": _per_layer(fmodel, fx, max(3, repeats // 2)),
-                "packed": _per_layer(packed, x, max(3, repeats // 2)),
-            }
+            reps = max(3, repeats // 2)
+            result["per_layer_ms"] = {"packed": _per_layer(packed, x, reps)}
+            if best_fp32 is not None:
+                fmodel = fast_float_model(model)
+                fx = x
+                if best_fp32 == "fp32_channels_last":
+                    fmodel = fmodel.to(memory_format=torch.channels_last)
+                    fx = x.contiguous(memory_format=torch.channels_last)
+                result["per_layer_ms"] = {"fp32": _per_layer(fmodel, fx, reps), **result["per_layer_ms"]}
         return result
     finally:
         torch.set_num_threads(old_threads)
