@@ -9,7 +9,7 @@
 # code paths at a tiny size (gpu_check.py smoke), says what it skipped, and exits 0 when they pass.
 #
 # usage: benchmarks/gpu_check.sh [--quick] [--cpu] [--out-dir DIR] [--smoke-models "M ..."] [--smoke-resolution N]
-#   --quick             fewer repeats, batch 32 for training (about 2 minutes on an H100 instead of about 4)
+#   --quick             fewer repeats, batch 32 for training
 #   --cpu               behave as on a machine without CUDA (the CPU-side parts only)
 #   --out-dir DIR       where the JSON goes (default benchmarks/results; the CPU smoke writes only when given)
 #   --smoke-models ...  models of the CPU smoke (default "reactnet_a bnext_tiny"), --smoke-resolution (default 32)
@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --out-dir) OUT_DIR=$2; shift ;;
     --smoke-models) SMOKE_MODELS=$2; shift ;;
     --smoke-resolution) SMOKE_RES=$2; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -38,7 +38,7 @@ versions LCE 0.16.0 has wheels for)::
 ``TF_USE_LEGACY_KERAS=1``, which the driver sets.) Or pass an existing interpreter: ``--lce-python PATH``.
 
     python benchmarks/peer_lce.py                                   # writes benchmarks/results/peer_lce.json
-    python benchmarks/peer_lce.py --rounds 7 --repeats 5 --threads 1
+    python benchmarks/peer_lce.py --threads 2 --out benchmarks/results/peer_lce_2threads.json
     python benchmarks/peer_lce.py --rounds 1 --repeats 2 --resolution 64 --out /tmp/peer_lce.json   # smoke run
 """
 
@@ -405,8 +405,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=7, help="alternating LCE / onebit rounds (default 7)")
-    ap.add_argument("--repeats", type=int, default=5, help="forwards of each variant per round (default 5)")
+    ap.add_argument("--rounds", type=int, default=10, help="alternating LCE / onebit rounds (default 10)")
+    ap.add_argument("--repeats", type=int, default=10, help="forwards of each variant per round (default 10)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed forwards of each variant before round 1")
     ap.add_argument("--lce-variants", default=",".join(DEFAULT_LCE_VARIANTS), help=f"from {list(LCE_VARIANTS)}")
     ap.add_argument("--lce-python", help="python of an existing LCE environment (default: .venv-lce, created)")
@@ -477,7 +477,10 @@ def main(argv: list[str] | None = None) -> dict:
     cpu = cpu_info()
     isa = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in cpu["isa"].items() if k in _SHOWN_ISA)
     print()
-    print(f"CPU: {cpu['model']} ({cpu['logical_cpus']} logical CPUs; {isa})")
+    print(
+        f"CPU: {cpu['model']} (family {cpu['family']} model {cpu['model_number']}, {cpu['logical_cpus']} logical "
+        f"CPUs; {isa})"
+    )
     print(
         f"Bi-Real Net 18 at {args.resolution}, batch 1, {args.threads} thread(s); {args.rounds} rounds x "
         f"{args.repeats} repeats; load {load_before} -> {load_after}"

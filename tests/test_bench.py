@@ -155,10 +155,14 @@ def test_peer_lce_driver_and_onebit_side():
     src = peer.driver_source()
     compile(src, "lce_driver.py", "exec")  # the LCE side is valid Python (it runs in the LCE environment)
     assert all(v in src for v in peer.LCE_VARIANTS) and peer.MARK in src
-    side = peer.OnebitSide(resolution=32, threads=1, backend=None, warmup=0)
+    threads = torch.get_num_threads()
+    try:
+        side = peer.OnebitSide(resolution=32, threads=1, backend=None, warmup=0)
+        rounds = [side.round(1), side.round(1)]
+    finally:
+        torch.set_num_threads(threads)
     assert side.macs["binary"] == 1_676_279_808 * 32 * 32 // (224 * 224)  # Bi-Real Net 18's BOPs, scaled
     assert not side.pack_report["float_layers"]
-    rounds = [side.round(1), side.round(1)]
     res = peer.summarize(rounds, list(side.variants))
     assert set(res["median_ms"]) == {"onebit_packed", "onebit_fp32", "onebit_fp32_channels_last"}
     assert all(len(v) == 2 for v in res["samples_ms"].values())

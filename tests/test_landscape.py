@@ -28,13 +28,7 @@ from onebit.layers.activations import LearnableBias
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models on 2 shared cores: oversubscribed intra-op threads are tens of times slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 class Tiny(nn.Module):

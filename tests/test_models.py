@@ -91,14 +91,7 @@ VARIANTS: dict[str, tuple[str, Recipe]] = {
 CASES = {**{name: (name, recipe) for name, recipe in RECIPES.items()}, **VARIANTS}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread is fastest, and it keeps the file fast on a loaded 2-core machine, where idle OpenMP
-    # workers spinning for a core make these many small ops 10-100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _narrow(channels: tuple[int, ...]) -> tuple[int, ...]:

@@ -31,12 +31,7 @@ from onebit.train.task import lift_python_teachers
 TINY = ["data.limit_train=32", "data.limit_val=16", "data.batch_size=16", "threads=1", "stages.*.epochs=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def _quiet() -> Console:

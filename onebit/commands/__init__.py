@@ -32,10 +32,10 @@ __all__ = ["COMMANDS"]
 
 COMMANDS: tuple[Command, ...] = (
     train,
-    rehearse,
     summary,
     import_official,
     recipes,
+    rehearse,
     analyze,
     bench,
     export,

@@ -89,9 +89,11 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vpopcntdq", "avx512_b
 
 
 def cpu_info() -> dict:
-    """The CPU model name, logical CPU count and which of :data:`ISA_FLAGS` it has (from ``/proc/cpuinfo``;
-    ``platform`` values where that file does not exist), for the header of a benchmark table."""
+    """The CPU model name, family and model number (a VM may name only "AMD EPYC": family 25 model 1 is Zen 3,
+    model 17 Zen 4), logical CPU count and which of :data:`ISA_FLAGS` it has (from ``/proc/cpuinfo``; ``platform``
+    values where that file does not exist), for the header of a benchmark table."""
     model, flags = platform.processor() or platform.machine(), set()
+    ids: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -103,8 +105,12 @@ def cpu_info() -> dict:
             model = value.strip()
         elif key in ("flags", "features") and not flags:
             flags = set(value.split())
+        elif key in ("cpu family", "model") and key not in ids:
+            ids[key] = value.strip()
     return {
         "model": model,
+        "family": ids.get("cpu family"),
+        "model_number": ids.get("model"),
         "logical_cpus": os.cpu_count(),
         "isa": {f: f in flags for f in ISA_FLAGS if f in flags or f not in ("neon", "asimd")},
     }
