@@ -161,7 +161,13 @@ def run(
 
 
 def _run(
-    cfg: RunConfig, out_dir, resume, console: Console, world: World, device: torch.device, modules=None
+    cfg: RunConfig,
+    out_dir,
+    resume,
+    console: Console,
+    world: World,
+    device: torch.device,
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> RunResult:
     _check_config(cfg, world)
     if not world.is_main:
@@ -180,7 +186,12 @@ def _run(
 
 
 def _train(
-    cfg: RunConfig, claim: RunClaim, console: Console, world: World, device: torch.device, modules=None
+    cfg: RunConfig,
+    claim: RunClaim,
+    console: Console,
+    world: World,
+    device: torch.device,
+    modules: Mapping[str, nn.Module] | None = None,
 ) -> RunResult:
     run_dir, resuming = claim.path, not claim.new
     if cfg.threads:
@@ -214,8 +225,9 @@ def _train(
             f"{world.world_size} x {data.train.local_batch_size}; SyncBN {'on' if cfg.sync_bn else 'off'}"
         )
     elapsed = (state or {}).get("elapsed", 0.0)
-    runner = _Runner(cfg, run_dir, model, data, device, metrics, console, run_ref, world, elapsed=elapsed)
-    runner.teacher_modules = modules or {}  # the modules of the config's python: teachers
+    runner = _Runner(
+        cfg, run_dir, model, data, device, metrics, console, run_ref, world, elapsed=elapsed, teacher_modules=modules
+    )
     try:
         with runner.flag:
             runner.run_stages(state)
@@ -291,10 +303,23 @@ class _Runner:
     """State of one run while its stages execute (kept out of ``run`` so each piece stays short)."""
 
     def __init__(
-        self, cfg, run_dir, model, data: DataBundle, device, metrics, console, run_ref, world=None, elapsed=0.0
+        self,
+        cfg,
+        run_dir,
+        model,
+        data: DataBundle,
+        device,
+        metrics,
+        console,
+        run_ref,
+        world=None,
+        elapsed=0.0,
+        teacher_modules: Mapping[str, nn.Module] | None = None,
     ) -> None:
-        """``elapsed``: seconds the run had trained before this process (resumed runs)."""
+        """``elapsed``: seconds the run had trained before this process (resumed runs); ``teacher_modules``: the
+        modules of the config's ``python:`` teachers."""
         self.cfg, self.run_dir, self.model, self.data, self.device = cfg, run_dir, model, data, device
+        self.teacher_modules: Mapping[str, nn.Module] = teacher_modules or {}
         self.metrics, self.console, self.run_ref = metrics, console, run_ref
         self.world: World = world or World()
         # the student DDP trains; checkpoints, trackers and evaluation use the unwrapped model (keys without
