@@ -359,6 +359,22 @@ class FusedBNextProcessor(nn.Module):
             shift=_ptr(conv.shift),
             emit_pad=nxt.conv.pw.padding if emit else -1,  # type: ignore[union-attr]
             emit_t=_ptr(nxt.conv.shift) if emit else None,  # type: ignore[union-attr]
+            slope1=self.slope1.data_ptr() if self._c_residual else 0,
+            lam=self.lam.data_ptr() if self.recouple else 0,
+            one_minus_lam=self.one_minus_lam.data_ptr() if self.recouple else 0,
+            se=(
+                (
+                    self.se_w1.shape[0],
+                    self.se_w1.data_ptr(),
+                    self.se_b1.data_ptr(),
+                    self.se_w2.data_ptr(),
+                    self.se_b2.data_ptr(),
+                )
+                if self.recouple and self._se_linear
+                else None
+            ),  # fmt: skip
+            g2=self.g2.data_ptr(),
+            h2=self.h2.data_ptr(),
         )
         if len(self._plans) >= 64:  # many input shapes (e.g. a fuzzer): keep the cache bounded
             self._plans.clear()
@@ -383,12 +399,14 @@ class FusedBNextProcessor(nn.Module):
             xn = _nhwc(x)  # held: the kernels read it
             cin = x.shape[1]
             rh, rw = (h // 2, w // 2) if self.stride == 2 else (h, w)
-            r = torch.empty(n, rh, rw, cin, dtype=torch.float32)
             want_px = self.stride == 2 and self.recouple and not self.mix_residual
-            px = torch.empty(n, rh, rw, cin, dtype=torch.float32) if want_px else None
+            # r and px (when wanted) in one allocation
+            rpx = torch.empty(2 if want_px else 1, n, rh, rw, cin, dtype=torch.float32)
+            r = rpx[0]
+            px = rpx[1] if want_px else None
             _native.check(
                 lib.ob_elm_residual(  # type: ignore[union-attr]
-                    xn.data_ptr(), n, h, w, cin, self.slope1.data_ptr(), self.stride, _ptr(px), r.data_ptr(), thr
+                    xn.data_ptr(), n, h, w, cin, plan.slope1, self.stride, _ptr(px), r.data_ptr(), thr
                 ),
                 "ob_elm_residual",
             )
@@ -415,23 +433,23 @@ class FusedBNextProcessor(nn.Module):
         _native.check(lib.ob_conv(ctypes.byref(args)), "ob_conv")  # type: ignore[union-attr]
         if self.recouple:
             ref = r if self.mix_residual else pooled_x
-            m = torch.empty(n, c, dtype=torch.float32)
+            se = plan.se
+            hd = se[0] if se is not None else 0
+            # the pooled mix m, the gate a and the SE hidden layer in one allocation
+            scratch = torch.empty(2 * n * c + n * hd, dtype=torch.float32)
+            m, a = scratch[: n * c].view(n, c), scratch[n * c : 2 * n * c].view(n, c)
             refn = _nhwc(ref.float())  # held: the kernel reads it; [N, OH, OW, C] (checked above)
             _native.check(
                 lib.ob_mix_mean(  # type: ignore[union-attr]
-                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, self.lam.data_ptr(),
-                    self.one_minus_lam.data_ptr(), m.data_ptr(), thr,
+                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, plan.lam, plan.one_minus_lam, m.data_ptr(), thr
                 ),
                 "ob_mix_mean",
             )  # fmt: skip
-            if self._se_linear:  # one C pass: both products, ReLU, sigmoid, BN2's gain
-                a = torch.empty(n, c, dtype=torch.float32)
-                hidden = torch.empty(n, self.se_w1.shape[0], dtype=torch.float32)
+            if se is not None:  # one C pass: both products, ReLU, sigmoid, BN2's gain
                 _native.check(
                     lib.ob_se_gate(  # type: ignore[union-attr]
-                        m.data_ptr(), n, c, hidden.shape[1], self.se_w1.data_ptr(), self.se_b1.data_ptr(),
-                        self.se_w2.data_ptr(), self.se_b2.data_ptr(), self.g2.data_ptr(), a.data_ptr(),
-                        hidden.data_ptr(), thr,
+                        m.data_ptr(), n, c, hd, se[1], se[2], se[3], se[4], plan.g2, a.data_ptr(),
+                        a.data_ptr() + 4 * n * c, thr,
                     ),
                     "ob_se_gate",
                 )  # fmt: skip
@@ -450,7 +468,7 @@ class FusedBNextProcessor(nn.Module):
             bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
         _native.check(
             lib.ob_gate_residual(  # type: ignore[union-attr]
-                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), self.h2.data_ptr(), int(self.elm),
+                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), plan.h2, int(self.elm),
                 dst.data_ptr() + 4 * offset, dst.shape[3], plan.emit_t if bits is not None else None, _ptr(bits), pad,
                 (c + 63) // 64, 0, thr,
             ),
@@ -513,6 +531,13 @@ class _ProcessorPlan:
     shift: int | None  # the conv's input shift (sign+pack when no producer handed the bits over)
     emit_pad: int  # border of the next processor's packed input emitted by the tail pass; -1: none
     emit_t: int | None  # the next processor's shift
+    # data pointers of the buffers the kernels read (checked in _make_plan; plans are dropped when buffers move)
+    slope1: int  # PReLU_a slope (0: no C residual pass)
+    lam: int  # λ and 1 - λ (0: no recoupling)
+    one_minus_lam: int
+    se: tuple[int, int, int, int, int] | None  # (hidden width, w1, b1, w2, b2) of the linear SE gate, or None
+    g2: int  # BN2 gain and shift
+    h2: int
 
 
 class FusedBNextBlock(nn.Module):

@@ -9,7 +9,7 @@ typedef struct {
     int32_t y, x;
 } ob_pix;
 
-static inline void ob_pixel(const ob_conv_args *a, int64_t pix, ob_pix *o) {
+__attribute__((always_inline)) static inline void ob_pixel(const ob_conv_args *a, int64_t pix, ob_pix *o) {
     const int64_t ohw = (int64_t)a->oh * a->ow;
     o->pix = pix;
     o->b = pix / ohw;
@@ -18,11 +18,9 @@ static inline void ob_pixel(const ob_conv_args *a, int64_t pix, ob_pix *o) {
 }
 
 /* Exact zero (or ±1) padding: add corr[tap][o0 + q] to dots[q] (q < nq) for every tap of output pixel (y, xo) that
- * falls outside the input (border pixels only). */
-static inline void ob_pad_correct(const ob_conv_args *a, int32_t y, int32_t xo, int32_t o0, int32_t nq,
-                                  int32_t *dots) {
-    const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
-    if (iy >= 0 && ix >= 0 && iy + a->kh <= a->h && ix + a->kw <= a->w) return;
+ * falls outside the input (border pixels only: the test is inlined, the correction is not). */
+__attribute__((noinline)) static void ob_pad_fix(const ob_conv_args *a, int32_t iy, int32_t ix, int32_t o0, int32_t nq,
+                                                 int32_t *dots) {
     for (int32_t ky = 0; ky < a->kh; ky++) {
         for (int32_t kx = 0; kx < a->kw; kx++) {
             const int32_t yy = iy + ky, xx = ix + kx;
@@ -31,6 +29,13 @@ static inline void ob_pad_correct(const ob_conv_args *a, int32_t y, int32_t xo, 
             for (int32_t q = 0; q < nq; q++) dots[q] += c[q];
         }
     }
+}
+
+__attribute__((always_inline)) static inline void ob_pad_correct(const ob_conv_args *a, int32_t y, int32_t xo,
+                                                                 int32_t o0, int32_t nq, int32_t *dots) {
+    const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
+    if (iy >= 0 && ix >= 0 && iy + a->kh <= a->h && ix + a->kw <= a->w) return;
+    ob_pad_fix(a, iy, ix, o0, nq, dots);
 }
 
 /* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels pi[0..np)
@@ -101,13 +106,13 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
     }
 
 /* The first input word read by output pixel `pix` (top-left tap); kernel row ky starts ky * wp * k words later. */
-static inline const uint64_t *ob_xbase(const ob_conv_args *a, const ob_pix *q) {
+__attribute__((always_inline)) static inline const uint64_t *ob_xbase(const ob_conv_args *a, const ob_pix *q) {
     return a->x + (((q->b * a->hp) + (int64_t)q->y * a->stride) * a->wp + (int64_t)q->x * a->stride) * a->k;
 }
 
 /* Coordinates and first input words of the np consecutive output pixels from flat index pix0: one division for
  * the first, then stepping along the row (a tile may span rows and images). */
-static inline void ob_tile_pixels(const ob_conv_args *a, int64_t pix0, int32_t np, ob_pix *pi, const uint64_t **xb) {
+__attribute__((always_inline)) static inline void ob_tile_pixels(const ob_conv_args *a, int64_t pix0, int32_t np, ob_pix *pi, const uint64_t **xb) {
     ob_pixel(a, pix0, pi);
     xb[0] = ob_xbase(a, pi);
     for (int32_t p = 1; p < np; p++) {
@@ -172,7 +177,7 @@ typedef struct {
     int has_bias, has_in, has_slope, has_out, has_t;
 } ob_epi;
 
-static inline ob_epi ob_epi_of(const ob_conv_args *a, int32_t o0) {
+__attribute__((always_inline)) static inline ob_epi ob_epi_of(const ob_conv_args *a, int32_t o0) {
     ob_epi e;
     e.res = a->res ? a->res + (o0 % a->res_c) : 0;
     e.out_f = a->out_f ? a->out_f + o0 : 0;
@@ -194,44 +199,49 @@ static inline ob_epi ob_epi_of(const ob_conv_args *a, int32_t o0) {
 }
 
 /* byte offset of output pixel (b, y, x) in the packed output (whose border is bph, bpw) */
-static inline int64_t ob_epi_bits_at(const ob_epi *e, int64_t b, int32_t y, int32_t x) {
+__attribute__((always_inline)) static inline int64_t ob_epi_bits_at(const ob_epi *e, int64_t b, int32_t y, int32_t x) {
     return (((b * e->hpo) + y + e->bph) * e->wpo + x + e->bpw) * e->bstride;
 }
 
-/* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile. */
+/* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile.
+ * RES, OUTF, BITS say whether a->res, a->out_f, a->out_bits are set: compile-time constants where the AVX2 tile loop
+ * inlines it (one specialisation each, no per-pixel tests), plain flags elsewhere. The optional per-channel parts run
+ * unconditionally with a neutral operand when absent: + (-0.0f) is the identity of float addition (also on -0.0 and
+ * NaN) and PReLU with slope 1 returns v, so the results are those of the operations that were asked for. */
 __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_avx2(const ob_conv_args *a, const ob_pix *pi, int32_t np,
                                                                      int32_t o0,
-                                                                     int32_t dots[OB_TILE_P][OB_TILE_Q]) {
-    if (a->o - o0 < OB_TILE_Q || (a->res && (o0 % a->res_c) + OB_TILE_Q > a->res_c)) {
+                                                                     int32_t dots[OB_TILE_P][OB_TILE_Q],
+                                                                     const int RES, const int OUTF, const int BITS) {
+    if (a->o - o0 < OB_TILE_Q || (RES && (o0 % a->res_c) + OB_TILE_Q > a->res_c)) {
         ob_epilogue(a, pi, np, o0, dots);
         return;
     }
-    const __m256 fzero = _mm256_setzero_ps();
+    const __m256 fzero = _mm256_setzero_ps(), nzero = _mm256_set1_ps(-0.0f);
     const __m256 scale = _mm256_loadu_ps(a->scale + o0);
-    const __m256 bias = a->bias ? _mm256_loadu_ps(a->bias + o0) : fzero;
-    const __m256 act_in = a->act_in ? _mm256_loadu_ps(a->act_in + o0) : fzero;
-    const __m256 slope = a->slope ? _mm256_loadu_ps(a->slope + o0) : fzero;
-    const __m256 act_out = a->act_out ? _mm256_loadu_ps(a->act_out + o0) : fzero;
-    const __m256 thresh = a->thresh ? _mm256_loadu_ps(a->thresh + o0) : fzero;
+    const __m256 bias = a->bias ? _mm256_loadu_ps(a->bias + o0) : nzero;
+    const __m256 act_in = a->act_in ? _mm256_loadu_ps(a->act_in + o0) : nzero;
+    const __m256 slope = a->slope ? _mm256_loadu_ps(a->slope + o0) : _mm256_set1_ps(1.0f);
+    const __m256 act_out = a->act_out ? _mm256_loadu_ps(a->act_out + o0) : nzero;
+    const __m256 thresh = a->thresh ? _mm256_loadu_ps(a->thresh + o0) : nzero;
     const ob_epi e = ob_epi_of(a, o0);
+    const int32_t *corr = a->corr;
     for (int32_t p = 0; p < np; p++) {
-        const int64_t pix = pi[p].pix, b = pi[p].b;
-        const int32_t y = pi[p].y, xo = pi[p].x;
-        if (a->corr) ob_pad_correct(a, y, xo, o0, OB_TILE_Q, dots[p]);
+        const int64_t pix = pi[p].pix;
+        if (corr) ob_pad_correct(a, pi[p].y, pi[p].x, o0, OB_TILE_Q, dots[p]);
         __m256i d = _mm256_loadu_si256((const __m256i *)dots[p]);
         if (e.out_int) _mm256_storeu_si256((__m256i *)(e.out_int + pix * e.o), d);
-        if (!e.out_f && !e.out_bits) continue;
+        if (!OUTF && !BITS) continue;
         __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(d), scale);
-        if (e.has_bias) v = _mm256_add_ps(v, bias);
-        if (e.res) v = _mm256_add_ps(v, _mm256_loadu_ps(e.res + pix * e.res_c));
-        if (e.has_in) v = _mm256_add_ps(v, act_in);
-        if (e.has_slope) v = _mm256_blendv_ps(_mm256_mul_ps(v, slope), v, _mm256_cmp_ps(v, fzero, _CMP_GT_OQ));
-        if (e.has_out) v = _mm256_add_ps(v, act_out);
-        if (e.out_f) _mm256_storeu_ps(e.out_f + pix * e.o, v);
-        if (e.out_bits) {
-            const __m256 t = e.has_t ? _mm256_add_ps(v, thresh) : v;
+        v = _mm256_add_ps(v, bias);
+        if (RES) v = _mm256_add_ps(v, _mm256_loadu_ps(e.res + pix * e.res_c));
+        v = _mm256_add_ps(v, act_in);
+        v = _mm256_blendv_ps(_mm256_mul_ps(v, slope), v, _mm256_cmp_ps(v, fzero, _CMP_GT_OQ));
+        v = _mm256_add_ps(v, act_out);
+        if (OUTF) _mm256_storeu_ps(e.out_f + pix * e.o, v);
+        if (BITS) {
+            const __m256 t = _mm256_add_ps(v, thresh);
             const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_NLT_UQ));
-            e.out_bits[ob_epi_bits_at(&e, b, y, xo)] = (uint8_t)byte;
+            e.out_bits[ob_epi_bits_at(&e, pi[p].b, pi[p].y, pi[p].x)] = (uint8_t)byte;
         }
     }
 }
@@ -318,11 +328,11 @@ __attribute__((target("avx2"))) static inline void ob_split_group(const ob_conv_
     }
 }
 
-/* Pixel tile `it` against the split output blocks [g0, g1) in wbuf, with the epilogue. */
-__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile(const ob_conv_args *a,
-                                                                                  const uint64_t *wbuf,
-                                                                                  int64_t blk_words, int32_t g0,
-                                                                                  int32_t g1, int64_t npix, int64_t it) {
+/* Pixel tile `it` against the split output blocks [g0, g1) in wbuf, with the epilogue (RES, OUTF, BITS: see
+ * ob_epilogue_avx2). */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile_t(
+    const ob_conv_args *a, const uint64_t *wbuf, int64_t blk_words, int32_t g0, int32_t g1, int64_t npix, int64_t it,
+    const int RES, const int OUTF, const int BITS) {
     const int64_t pix0 = it * OB_TILE_P;
     const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;
     const uint64_t *xb[OB_TILE_P];
@@ -333,8 +343,21 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2
         const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
         if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, dots);
         else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, dots + p);
-        ob_epilogue_avx2(a, pi, np, ob * OB_TILE_Q, dots);
+        ob_epilogue_avx2(a, pi, np, ob * OB_TILE_Q, dots, RES, OUTF, BITS);
     }
+}
+
+/* ob_avx2_tile_t specialised on which outputs the call has (a residual, a float output, packed bits): the combinations
+ * of the fused models, and one with run-time flags */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile(const ob_conv_args *a,
+                                                                                  const uint64_t *wbuf,
+                                                                                  int64_t blk_words, int32_t g0,
+                                                                                  int32_t g1, int64_t npix, int64_t it) {
+    const int res = a->res != 0, outf = a->out_f != 0, bits = a->out_bits != 0;
+    if (res && outf && bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 1); /* ReActNet blocks */
+    else if (res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 0);
+    else if (!res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 0, 1, 0); /* BNext */
+    else ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, res, outf, bits);                 /* the rest */
 }
 
 /* The tile loop of the AVX2 kernel, which reads the weights nibble-split: a thread splits the group of output
@@ -453,7 +476,7 @@ __attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_e
         for (int32_t h = 0; h < nq; h += OB_TILE_Q) {
             int32_t d8[OB_TILE_P][OB_TILE_Q];
             for (int32_t p = 0; p < np; p++) memcpy(d8[p], dots[p] + h, sizeof d8[p]);
-            ob_epilogue_avx2(a, pi, np, o0 + h, d8);
+            ob_epilogue_avx2(a, pi, np, o0 + h, d8, a->res != 0, a->out_f != 0, a->out_bits != 0);
         }
         return;
     }
