@@ -205,11 +205,13 @@ def approx_sign_reference(x: Tensor, zero: float = 0.0) -> Tensor:
     """:func:`approx_sign` as ReActNet's ``BinaryActivation`` computes it: float masks, the quadratic pieces of the
     sign approximation, and the detach trick (autograd keeps x, -x, three masks and two complements)."""
     out_forward = sign(x, zero)
-    # float32 masks as in the official code; multiplied with a float64 x they promote (0/1 are exact either way)
-    m1, m2, m3 = ((x < t).to(torch.float32) for t in (-1, 0, 1))
-    out1 = (-1) * m1 + (x * x + 2 * x) * (1 - m1)
-    out2 = out1 * m2 + (-x * x + 2 * x) * (1 - m2)
-    out3 = out2 * m3 + 1 * (1 - m3)
+    # bool masks converted to float32 at each use, as the official code does (six conversions, not three); with a
+    # float64 x they promote (0/1 are exact either way)
+    m1, m2, m3 = (x < -1, x < 0, x < 1)
+    f32 = torch.float32
+    out1 = (-1) * m1.to(f32) + (x * x + 2 * x) * (1 - m1.to(f32))
+    out2 = out1 * m2.to(f32) + (-x * x + 2 * x) * (1 - m2.to(f32))
+    out3 = out2 * m3.to(f32) + 1 * (1 - m3.to(f32))
     return _detach_trick(out_forward, out3)
 
 

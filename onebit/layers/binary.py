@@ -143,6 +143,19 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
             return F.conv2d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
         return self._conv_forward(x, w, self.bias)
 
+    def forward_binarized(self, xb: Tensor) -> Tensor:
+        """conv(xb, B_w(W)) for an input the caller already binarized with this layer's input binarizer (on the
+        ``"reference"`` path, with its ``reference`` form): the official ReActNet block binarizes once for its two
+        1x1 convs. The weight is binarized as ``forward`` would on the current path; zero padding only."""
+        if self.pad_value != 0.0 and any(self.padding):  # type: ignore[arg-type]
+            raise ValueError("forward_binarized pads with zeros; this layer has a pad_value")
+        if self.training_path == "reference":
+            self._clamp_latent()
+            w = self.weight_binarizer.reference(self.weight) if self.binarize_weight else self.weight
+        else:
+            w = self.binary_weight()
+        return self._conv_forward(xb, w, self.bias)
+
     def extra_repr(self) -> str:
         pad = f", pad_value={self.pad_value}" if self.pad_value else ""
         return f"{super().extra_repr()}, {self._binary_repr()}{pad}"

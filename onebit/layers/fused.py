@@ -19,6 +19,8 @@ bit-identical in every dtype; ``tests/test_lean.py`` checks it against the modul
 ``"reference"`` path.
 
 Layers choose a path with their ``training_path`` attribute (:func:`set_training_path`); new layers use ``"lean"``.
+On the lean path BNext's processors also fuse the float chain after the conv (:mod:`onebit.layers.fused_bnext`) and
+ReActNet's PReLUs use :class:`onebit.layers.activations.LeanPReLUFunction`.
 The lean Function is used only while autograd records (``torch.is_grad_enabled()``) and only for configurations it
 expresses; everything else runs the module path (the per-binarizer autograd Functions of ``onebit.binarize``):
 

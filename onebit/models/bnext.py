@@ -56,6 +56,7 @@ from torch import Tensor, nn
 
 from onebit.binarize import HardSign, ProgressiveSign
 from onebit.layers import BinaryConv2d, LearnableBias, SqueezeExpand, shift_and_conv
+from onebit.layers.fused_bnext import chain_supported, lean_processor_chain
 from onebit.models._registry import register_model
 from onebit.models.official import OfficialLayout, register_layout
 
@@ -188,6 +189,14 @@ class _Processor(nn.Module):
         mix = self.scale * ref + (1 - self.scale) * z
         return self.se(mix) * z
 
+    def lean_forward(self, x: Tensor, elm: bool) -> Tensor:
+        """The lean training path: the binary conv, then the float chain as one autograd Function that keeps the
+        conv output (and, for ELM, the input) instead of every intermediate (``onebit.layers.fused_bnext``). Same
+        ops in the same order as ``forward``, so the same values, bit for bit."""
+        c = shift_and_conv(self.binary_conv, self.move, x)
+        self.scale.data.clamp_(0.0, 1.0)  # training: every processor clamps λ (see recouple)
+        return lean_processor_chain(self, c, x, elm)
+
     def extra_repr(self) -> str:
         return (
             f"{self.inplanes}, {self.planes}, stride={self.stride}, infor_recoupling={self.infor_recoupling}, "
@@ -231,6 +240,8 @@ class InfoRCP(_Processor):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.stride == 1 and chain_supported(self, elm=False):
+            return self.lean_forward(x, elm=False)
         residual = F.avg_pool2d(x, 2, 2) if self.stride == 2 else x
         z = self.branch(x)
         if self.infor_recoupling:
@@ -282,6 +293,8 @@ class ELMAttention(_Processor):
         return F.avg_pool2d(x, 2, 2) if self.stride == 2 else x
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.downsample is None and self.mix_with == "input" and chain_supported(self, elm=True):
+            return self.lean_forward(x, elm=True)
         residual = self._shortcut(self.activation1(x))
         z = self.branch(x)
         if self.infor_recoupling:

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 from onebit.binarize import ApproxSign, ScaledSign
 from onebit.layers import BinaryConv2d, LearnableBias, set_binarization, shift_and_conv
+from onebit.layers.activations import prelu_forward
+from onebit.layers.fused import _observed
 from onebit.models._registry import register_model
 from onebit.models.official import OfficialLayout, register_layout
 
@@ -86,15 +88,43 @@ class ReActBlock(nn.Module):
         self.prelu2 = nn.PReLU(planes)
         self.move23 = LearnableBias(planes)
 
+    def _shared_reference_binarization(self) -> bool:
+        """The reference training path of a widening block, nothing observing its 1x1 convs: binarize once."""
+        d1, d2 = self.binary_pw_down1, self.binary_pw_down2
+        return (
+            getattr(d1, "training_path", None) == "reference"
+            and getattr(d2, "training_path", None) == "reference"
+            and torch.is_grad_enabled()
+            and type(d1.input_binarizer) is type(d2.input_binarizer)
+            and d1.binarize_input == d2.binarize_input
+            and getattr(d1.input_binarizer, "zero", 0.0) == getattr(d2.input_binarizer, "zero", 0.0)
+            and d1.pad_value == 0.0
+            and d2.pad_value == 0.0
+            and not _observed(d1, d2, d1.input_binarizer, d2.input_binarizer, self.move21)
+        )
+
     def forward(self, x: Tensor) -> Tensor:
         # the shifts move11/move21 run inside the lean binary conv (fused.shift_and_conv); same values either way
         out1 = self.bn1(shift_and_conv(self.binary_3x3, self.move11, x))
         if self.stride == 2:
             x = F.avg_pool2d(x, kernel_size=2, stride=2)
         out1 = x + out1
-        out1 = self.move13(self.prelu1(self.move12(out1)))
+        # lean training path: the PReLUs' backward as plain float passes (activations.LeanPReLUFunction), same values
+        lean = getattr(self.binary_3x3, "training_path", None) == "lean"
+        out1 = self.move13(prelu_forward(self.prelu1, self.move12(out1), lean))
         if self.planes == self.inplanes:
-            out2 = self.bn2(shift_and_conv(self.binary_pw, self.move21, out1)) + out1
+            out2 = self.bn2(shift_and_conv(self.binary_pw, self.move21, out1))
+            # the reference path adds in place, as the official block; elsewhere a hook may hold bn2's output
+            reference = getattr(self.binary_pw, "training_path", None) == "reference" and torch.is_grad_enabled()
+            out2 = out2.add_(out1) if reference and not _observed(self.bn2) else out2 + out1
+        elif self._shared_reference_binarization():
+            # reference path: one RSign for both convs, as the official block (one saved float sign, not two)
+            d1, d2 = self.binary_pw_down1, self.binary_pw_down2
+            a = d1.input_binarizer.reference(self.move21(out1)) if d1.binarize_input else self.move21(out1)
+            # in-place residual adds on the BN outputs, as the official block (BN's backward does not keep them)
+            out2 = torch.cat(
+                [self.bn2_1(d1.forward_binarized(a)).add_(out1), self.bn2_2(d2.forward_binarized(a)).add_(out1)], dim=1
+            )
         else:
             # one shared shift (official: one move21); fused, each conv adds it itself and both save the same out1
             out2 = torch.cat(
@@ -104,7 +134,7 @@ class ReActBlock(nn.Module):
                 ],
                 dim=1,
             )
-        return self.move23(self.prelu2(self.move22(out2)))
+        return self.move23(prelu_forward(self.prelu2, self.move22(out2), lean))
 
 
 class ReActNet(nn.Module):
