@@ -225,7 +225,10 @@ def _rank(args: argparse.Namespace, console: Console) -> int:
     console.print(f"assistant group (in order): {names or 'none'}")
     console.print(f"overrides: {' '.join(overrides)}", soft_wrap=True, markup=False, highlight=False)
     if any(str(r.get("spec", "")).startswith(("timm:", "torchvision:")) and "@" not in r["spec"] for r in rows):
-        console.print("(append @FILE with the pretrained weights to timm:/torchvision: specs: onebit downloads none)")
+        console.print(
+            "(append @pretrained (the library's weights, fetched by timm/torchvision) or @FILE (local weights) to "
+            "timm:/torchvision: specs; without either a teacher is random)"
+        )
     return 0
 
 
