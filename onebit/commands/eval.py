@@ -19,7 +19,7 @@ from rich.table import Table
 
 from onebit.commands.common import UsageError
 from onebit.data.classes import imagenet_classes
-from onebit.data.preprocess import PRESETS
+from onebit.data.preprocess import PRESETS, Preprocess
 from onebit.evaluate import (
     EvalError,
     LoadedModel,
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(report), flush=True)
         return 0
-    _print(console, loaded, report, args.per_class)
+    _print(console, loaded, report, data.preprocess, args.per_class)
     return 0
 
 
@@ -150,7 +150,7 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f} %"
 
 
-def _print(console: Console, loaded: LoadedModel, report: dict[str, Any], per_class: bool) -> None:
+def _print(console: Console, loaded: LoadedModel, report: dict[str, Any], pre: Preprocess, per_class: bool) -> None:
     table = Table(title=f"onebit eval {loaded.ref}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -161,7 +161,7 @@ def _print(console: Console, loaded: LoadedModel, report: dict[str, Any], per_cl
     data = report["data"]
     rows += [
         ("data", f"{data['path']} ({data['kind']}, {data['classes']} classes)"),
-        ("preprocessing", f"{report['preprocess']['family']}: " + _describe(report["preprocess"])),
+        ("preprocessing", f"{pre.family}: {pre.describe()}"),
         ("images", f"{report['images']:,}"),
         ("top-1", f"{_pct(report['top1'])} ({report['top1_correct']:,})"),
     ]
@@ -188,11 +188,6 @@ def _print(console: Console, loaded: LoadedModel, report: dict[str, Any], per_cl
                 _pct(r.get("top5")),
             )
         console.print(pc)
-
-
-def _describe(pre: dict[str, Any]) -> str:
-    size = f"resize {pre['resize']} {pre['interpolation']}, crop {pre['crop']}" if pre["resize"] else "no resize"
-    return f"{size}, mean {tuple(pre['mean'])}, std {tuple(pre['std'])}"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
