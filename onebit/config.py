@@ -411,6 +411,7 @@ class RunConfig(_Choices):
             bit), ``module`` (the binarizer modules) or ``reference`` (the official code's arithmetic, the way it
             computes it: float copies kept for backward).
         channels_last: keep the model's 4-d tensors in channels-last memory format (often faster convolutions).
+        plots: draw the run's plots (``plots/*.png``) when it finishes; smoke studies turn them off.
     """
 
     recipe: str = "custom"
@@ -428,6 +429,7 @@ class RunConfig(_Choices):
     tensorboard: bool = False
     training_path: TrainingPath = "lean"
     channels_last: bool = False
+    plots: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])

@@ -14,3 +14,32 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """``smoke_study(name) -> (report path, docs dir, runs root)``: study ``name`` run once per test session at its
+    smoke budget (``onebit study NAME --smoke``) into a temporary folder shared by every study test."""
+    import io
+
+    from rich.console import Console
+
+    from onebit.studies import run_study
+
+    tmp = tmp_path_factory.mktemp("studies")
+    cache: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in cache:
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                path = run_study(
+                    name, smoke=True, root=tmp / "runs", docs=tmp / "docs", console=Console(file=io.StringIO())
+                )
+            finally:
+                torch.set_num_threads(n)
+            cache[name] = (path, tmp / "docs", tmp / "runs")
+        return cache[name]
+
+    return get

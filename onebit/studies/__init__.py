@@ -1,11 +1,23 @@
-"""Studies: small-scale reproductions of the papers' findings on the bundled digits (``onebit study NAME``).
+"""Studies: the papers' claims checked on the bundled digits (``onebit study NAME``; ``onebit study all``).
 
-:mod:`onebit.studies.common` holds what every study shares (variants, running, aggregates, the registry
-:data:`STUDIES`); :mod:`onebit.studies.adambnn` the AdamBNN studies and BNext's architecture study;
-:mod:`onebit.studies.kd_aug` BNext's distillation and augmentation studies. Each study module registers its studies.
+:mod:`onebit.studies.common` holds what every study shares (variants, running, claims and verdicts, aggregates, the
+registry :data:`STUDIES`); :mod:`onebit.studies.adambnn` AdamBNN's optimizer studies; :mod:`onebit.studies.dynamics`
+its training-dynamics study; :mod:`onebit.studies.architectures` the architecture and loss-landscape studies;
+:mod:`onebit.studies.kd_aug` BNext's distillation and augmentation studies. Each study module registers its studies;
+the registry's order is the order of ``onebit study all``.
 """
 
-from onebit.studies import adambnn, kd_aug  # noqa: F401  (registration side effects)
-from onebit.studies.common import STUDIES, Study, Variant, base_config, run_study
+from onebit.studies import adambnn, architectures, dynamics, kd_aug  # noqa: F401  (registration side effects)
+from onebit.studies.common import (
+    STUDIES,
+    Claim,
+    Report,
+    Study,
+    Variant,
+    base_config,
+    run_all,
+    run_study,
+    write_index,
+)
 
-__all__ = ["STUDIES", "Study", "Variant", "base_config", "run_study"]
+__all__ = ["STUDIES", "Claim", "Report", "Study", "Variant", "base_config", "run_all", "run_study", "write_index"]

@@ -39,7 +39,15 @@ from onebit.studies.common import (
     stat,
 )
 
-__all__ = ["AUG_VARIANTS", "KD_AUG_STUDIES", "KD_VARIANTS", "TEACHERS", "student_config", "teacher_config"]
+__all__ = [
+    "AUG_VARIANTS",
+    "KD_AUG_STUDIES",
+    "KD_VARIANTS",
+    "TEACHERS",
+    "prepare_teachers",
+    "student_config",
+    "teacher_config",
+]
 
 CHANNELS = 3  # see the module docstring: RandAugment needs RGB, and both studies share one student
 STUDENT_WIDTH = 8
@@ -77,7 +85,7 @@ def _final_train_acc(rs: list[dict[str, Any]]) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------------------ KD
-def _prepare_teachers(root: Path, seed: int, epochs: int, overrides: list[str], console: Console) -> dict[str, str]:
+def prepare_teachers(root: Path, seed: int, epochs: int, overrides: list[str], console: Console) -> dict[str, str]:
     """Train (or reuse) the weak and strong teacher of ``seed``; returns ``{"weak": dir, "strong": dir}``."""
     dirs = {}
     for role, width in TEACHERS:
@@ -489,7 +497,7 @@ KD_AUG_STUDIES: tuple[Study, ...] = (
         _kd_variants,
         _kd_report,
         epochs=KD_EPOCHS,
-        prepare=_prepare_teachers,
+        prepare=prepare_teachers,
     ),
     Study(
         "augmentation",

@@ -659,7 +659,8 @@ class _Runner:
             "final": self.results[-1] if self.results else {},
         }
         summary["complexity"] = _complexity(self.model, self.data)
-        summary["plots"] = [str(p) for p in plot_run(self.run_dir, read_metrics(RunDir(self.run_dir).metrics))]
+        if self.cfg.plots:
+            summary["plots"] = [str(p) for p in plot_run(self.run_dir, read_metrics(RunDir(self.run_dir).metrics))]
         write_summary(self.run_dir, summary)
         self.console.print(stage_table(summary))
         self.console.print(f"Run directory: [bold]{self.run_dir}[/]")
