@@ -3,11 +3,12 @@
 :mod:`onebit.studies.common` holds what every study shares (variants, running, claims and verdicts, aggregates, the
 registry :data:`STUDIES`); :mod:`onebit.studies.adambnn` AdamBNN's optimizer studies; :mod:`onebit.studies.dynamics`
 its training-dynamics study; :mod:`onebit.studies.architectures` the architecture and loss-landscape studies;
-:mod:`onebit.studies.kd_aug` BNext's distillation and augmentation studies. Each study module registers its studies;
+:mod:`onebit.studies.kd_aug` BNext's distillation and augmentation studies; :mod:`onebit.studies.bnext` BNext's
+optimisation-scheme, post-training-quantisation and training-curve studies. Each study module registers its studies;
 the registry's order is the order of ``onebit study all``.
 """
 
-from onebit.studies import adambnn, architectures, dynamics, kd_aug  # noqa: F401  (registration side effects)
+from onebit.studies import adambnn, architectures, bnext, dynamics, kd_aug  # noqa: F401  (registration side effects)
 from onebit.studies.common import (
     STUDIES,
     Claim,
