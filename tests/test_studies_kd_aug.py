@@ -1,7 +1,9 @@
-"""`onebit study kd` / `augmentation` end to end on a sliver of the digits: reports, figures, every variant, float
-teachers that load as float, and the assistant schedule's switch."""
+"""`onebit study kd` / `augmentation` at their smoke budget (shared with the generic study test): the claims tables,
+every variant, float teachers that load as float, the assistant schedule's switch; and the helpers the claims are
+judged with (difference of means and its standard error, the binarization schedule) against hand-computed values."""
 
 import json
+import math
 import re
 
 import pytest
@@ -12,54 +14,58 @@ from onebit.distill import count_params, load_teacher
 from onebit.layers import binary_layers
 from onebit.models import create_model
 from onebit.models.small import float_resnet_digits
-from onebit.studies import STUDIES, run_study
-from onebit.studies.kd_aug import AUG_VARIANTS, KD_VARIANTS, TEACHERS
-
-# 32 training images at batch 64: one step per epoch, so the whole module stays within a few seconds per study
-TINY = ["data.limit_train=32", "data.limit_val=32", "track_flips=false", "track_dynamics=false"]
-
-
-@pytest.fixture(scope="module")
-def no_run_plots():
-    # the per-run plots (plots/*.png of every run directory) are a third of a tiny run's time and not what these
-    # tests check; the study's own figures are still drawn
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("onebit.analysis.plots.plot_run", lambda *a, **k: [])
-        yield
+from onebit.studies import STUDIES
+from onebit.studies.common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from onebit.studies.kd_aug import (
+    AUG_VARIANTS,
+    FINAL_TEMPERATURE,
+    KD_VARIANTS,
+    TEACHERS,
+    _claim,
+    binarization_decay,
+    delta_se,
+    student_config,
+)
 
 
 def _table_labels(md: str) -> list[str]:
     return [m.group(1).strip() for m in re.finditer(r"^\| ([^|]+) \|", md, flags=re.M)]
 
 
-@pytest.fixture(scope="module")
-def kd_report(tmp_path_factory, no_run_plots):
-    tmp = tmp_path_factory.mktemp("kd")
-    path = run_study("kd", seeds=1, root=tmp / "runs", docs=tmp / "docs", epochs=2, overrides=TINY)
-    return tmp, path
+def _claims(docs, name: str) -> list[dict]:
+    return json.loads((docs / name / "claims.json").read_text())["claims"]
 
 
-def test_kd_study_writes_report_and_figures(kd_report):
-    tmp, path = kd_report
+def test_kd_smoke_report_has_every_claim_variant_and_figure(smoke_study):
+    path, docs, _ = smoke_study("kd")
     md = path.read_text()
-    assert path == tmp / "docs" / "kd.md"
     for fig in ("val_curves.png", "kd_gain.png", "results.json"):
-        assert (tmp / "docs" / "kd" / fig).stat().st_size > 0
+        assert (docs / "kd" / fig).stat().st_size > 0
     labels = _table_labels(md)
     for label, *_ in KD_VARIANTS:
         assert label in labels
-    assert "`onebit study kd --seeds 1 --epochs 2 --override data.limit_train=32" in md
-    results = json.loads((tmp / "docs" / "kd" / "results.json").read_text())
+    claims = _claims(docs, "kd")
+    assert [c["source"] for c in claims] == [
+        "BNext Table 8",
+        "BNext Table 8",
+        "BNext Table 8, Fig. 5",
+        "BNext Table 8, §7.3",
+        "BNext Table 5, eq. 4",
+        "BNext Alg. 1, §7.3",
+    ]
+    # one seed: nothing can be judged, and the line of why says so
+    assert all(c["verdict"] == INCONCLUSIVE and "one seed" in c["why"] for c in claims)
+    results = json.loads((docs / "kd" / "results.json").read_text())
     assert {r["variant"] for r in results} == {v[0] for v in KD_VARIANTS}
     # every distilling variant got the teachers of its seed, by role
     assert all(set(r["context"]) == {"weak", "strong"} for r in results)
 
 
-def test_kd_teachers_are_float_and_reported_as_loaded(kd_report):
-    tmp, path = kd_report
+def test_kd_teachers_are_float_and_reported_as_loaded(smoke_study):
+    path, _, runs = smoke_study("kd")
     md = path.read_text()
     for role, width in TEACHERS:
-        run_dir = tmp / "runs" / "kd" / "teachers" / role / "seed0"
+        run_dir = runs / "kd" / "teachers" / role / "seed0"
         teacher = load_teacher(run_dir)
         layers = [m for _, m in binary_layers(teacher.model)]
         assert layers and not any(m.binarize_input or m.binarize_weight for m in layers)
@@ -73,33 +79,69 @@ def test_kd_teachers_are_float_and_reported_as_loaded(kd_report):
     assert strong > 10 * weak
 
 
-def test_kd_schedule_switches_from_weak_to_strong(kd_report):
-    _, path = kd_report
+def test_kd_schedule_switches_from_weak_to_strong(smoke_study):
+    path, _, runs = smoke_study("kd")
     md = path.read_text()
+    assert STUDIES["kd"].smoke_epochs == 2  # two epochs: one per assistant
     assert "| 1 | weak, strong |" in md and "| 2 | strong, strong |" in md
-    cfg = json.loads((path.parent.parent / "runs" / "kd" / "assistant_schedule" / "seed0" / "config.json").read_text())
+    cfg = json.loads((runs / "kd" / "assistant_schedule" / "seed0" / "config.json").read_text())
     stage = cfg["stages"][0]
     assert stage["kd_loss"] == "gap_ensemble_official"
     assert [p.split("/")[-2] for p in stage["assistants"]] == ["weak", "strong"]
     assert stage["teachers"][0].split("/")[-2] == "strong"
 
 
-def test_augmentation_study_writes_report_and_figures(tmp_path, no_run_plots):
-    path = run_study("augmentation", seeds=1, root=tmp_path / "runs", docs=tmp_path / "docs", epochs=1, overrides=TINY)
+def test_augmentation_smoke_report_has_every_claim_and_setting(smoke_study):
+    path, docs, runs = smoke_study("augmentation")
     md = path.read_text()
     for fig in ("val_curves.png", "aug_delta.png", "results.json"):
-        assert (tmp_path / "docs" / "augmentation" / fig).stat().st_size > 0
+        assert (docs / "augmentation" / fig).stat().st_size > 0
     labels = _table_labels(md)
     for label, *_ in AUG_VARIANTS:
         assert label in labels
+    claims = _claims(docs, "augmentation")
+    assert len(claims) == 7 and all(c["source"] == "BNext Table 6" for c in claims)
+    assert [c["paper"].split("(")[-1] for c in claims[:4]] == ["+0.81)", "-0.51)", "-11.28)", "+2.49)"]
+    root = runs / "augmentation"
     cfgs = {
-        label: json.loads((tmp_path / "runs" / "augmentation" / d.name / "seed0" / "config.json").read_text())["data"]
+        label: json.loads((root / d.name / "seed0" / "config.json").read_text())["data"]
         for label, *_ in AUG_VARIANTS
-        for d in (tmp_path / "runs" / "augmentation").iterdir()
+        for d in root.iterdir()
         if d.name == "".join(c if c.isalnum() or c in "-._" else "_" for c in label)
     }
     assert cfgs["RandAugment + MixUp"]["randaugment"] and cfgs["RandAugment + MixUp"]["mixup"] == 0.8
     assert cfgs["repeated augmentation (×3)"]["aug_repeats"] == 3 and cfgs["none"]["mixup"] == 0.0
+
+
+def test_delta_se_is_the_welch_difference_compare_judges():
+    a, b = [80.0, 82.0, 84.0], [70.0, 71.0, 75.0]
+    d, se = delta_se(a, b)
+    # by hand: means 82 and 72, sample variances 4 and 7, se = sqrt(4/3 + 7/3) = sqrt(11/3)
+    assert d == pytest.approx(10.0, abs=1e-12) and se == pytest.approx(math.sqrt(11 / 3), abs=1e-12)
+    d, se = delta_se([80.0, float("nan"), 84.0], [70.0])  # a diverged run is left out; one value: no error
+    assert d == pytest.approx(12.0) and math.isnan(se)
+    assert all(math.isnan(x) for x in delta_se([float("nan")], [1.0, 2.0]))
+
+
+def test_claim_verdicts_and_their_lines_of_why():
+    up, down = [80.0, 81.0, 82.0], [70.0, 71.0, 72.0]
+    ok = _claim("T", "a beats b", "2 vs 1", up, down, ">", 1.0, "reason")
+    assert ok.verdict == REPRODUCED and ok.why == "" and ok.ours == "81.00 ± 1.00 vs 71.00 ± 1.00 (Δ +10.00)"
+    bad = _claim("T", "a beats b", "2 vs 1", down, up, ">", 1.0, "because")
+    assert bad.verdict == NOT_REPRODUCED and bad.why.startswith("Δ -10.00: the opposite sign") and "because" in bad.why
+    noisy = _claim("T", "a beats b", "2 vs 1", [70.0, 80.0, 90.0], [75.0, 80.0, 85.0], ">", 0.05, "r")
+    # Δ 0, se = sqrt(100/3 + 25/3): 2 SE = 12.91; the paper's +0.05 is below that
+    assert noisy.verdict == INCONCLUSIVE and "within 2 SE (12.91)" in noisy.why and "below this resolution" in noisy.why
+    assert "nan" not in _claim("T", "c", "p", [float("nan")] * 3, up, ">", 1.0, "r").ours.lower()
+
+
+def test_binarization_reaches_the_final_temperature_at_the_last_epoch():
+    assert binarization_decay(5) == pytest.approx(0.3)  # the architectures study's schedule
+    for epochs in (2, 4, 8):
+        decay = binarization_decay(epochs)
+        assert decay ** (epochs - 1) == pytest.approx(FINAL_TEMPERATURE) and decay ** (epochs - 2) > FINAL_TEMPERATURE
+    assert student_config(4).stages[0].temperature_decay == pytest.approx(binarization_decay(4))
+    assert binarization_decay(1) == 0.3
 
 
 def test_float_resnet_digits_is_the_binary_net_without_signs():

@@ -1,16 +1,18 @@
 """BNext's distillation and augmentation findings on the bundled digits: ``onebit study kd`` / ``augmentation``.
 
 * ``kd``: two float teachers of different size are trained per seed (a real-valued ResNet-18-shaped net
-  at widths 2 and 16, :func:`onebit.models.small.float_resnet_digits`), their knowledge complexity (BNext eq. 3)
+  at widths 4 and 16, :func:`onebit.models.small.float_resnet_digits`), their knowledge complexity (BNext eq. 3)
   is measured, and the BNext student (``bnext_digits``) is trained without KD, with single-teacher KD from either
-  teacher, with the gap-sensitive two-teacher ensemble (the official code's loss and the paper's eq. 4) and with
-  the assistant schedule of Alg. 1.
+  teacher, with the gap-sensitive two-teacher ensemble (the official code's loss) and with the assistant schedule
+  of Alg. 1.
 * ``augmentation``: the same student without extra augmentation, with MixUp, CutMix, RandAugment, RandAugment +
   MixUp and repeated augmentation (BNext Table 6).
 
 Both studies use the digits replicated to 3 channels: RandAugment's colour operations (kornia) need RGB input, and
 keeping one input format lets the two studies share the student. The studies are registered into
-``onebit.studies.STUDIES``; their findings sentences are computed from the measured numbers.
+``onebit.studies.STUDIES``. Each report opens with a claims table (Tables 5, 6, 8, Alg. 1): every claim is a
+difference of per-seed final val top-1 (train accuracy for Table 8's overfitting claim) judged by
+:func:`~onebit.studies.common.compare`, with its line of why computed from the numbers.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ from onebit.config import RunConfig, apply_overrides
 from onebit.data import build_data
 from onebit.distill import AssistantSchedule, count_params, knowledge_complexity, load_teacher
 from onebit.studies.common import (
+    INCONCLUSIVE,
+    REPRODUCED,
+    Claim,
+    Report,
     Study,
     Variant,
     base_config,
     by_variant,
+    compare,
     epoch_records,
     fmt,
     mean_std,
@@ -41,9 +48,12 @@ from onebit.studies.common import (
 
 __all__ = [
     "AUG_VARIANTS",
+    "binarization_decay",
+    "delta_se",
     "KD_AUG_STUDIES",
     "KD_VARIANTS",
     "TEACHERS",
+    "per_seed",
     "prepare_teachers",
     "student_config",
     "teacher_config",
@@ -51,20 +61,30 @@ __all__ = [
 
 CHANNELS = 3  # see the module docstring: RandAugment needs RGB, and both studies share one student
 STUDENT_WIDTH = 8
-TEACHERS = (("weak", 2), ("strong", 16))  # (role, width) of the float teachers: ~40x apart in parameters
-KD_EPOCHS = 8
-AUG_EPOCHS = 10
+TEACHERS = (("weak", 4), ("strong", 16))  # (role, width) of the float teachers: ~15x apart in parameters
+KD_EPOCHS = 4
+AUG_EPOCHS = 5
+#: the progressive-binarization temperature of the last epoch (T = decay^epoch reaches it whatever the epochs)
+FINAL_TEMPERATURE = 0.3**4
+
+
+def binarization_decay(epochs: int) -> float:
+    """The per-epoch temperature decay that brings T = decay^epoch from 1 to :data:`FINAL_TEMPERATURE` at the last
+    epoch (0.3 at 5 epochs, the ``architectures`` study's value; 0.3 for a single epoch too)."""
+    return FINAL_TEMPERATURE ** (1 / (epochs - 1)) if epochs > 1 else 0.3
 
 
 def student_config(epochs: int) -> RunConfig:
     """The BNext student of both studies: ``bnext_digits`` width 8 on 3-channel digits, weights binarized
-    progressively with T = 0.3^epoch as in the ``architectures`` study (binary by the last epochs)."""
+    progressively with T = decay^epoch (:func:`binarization_decay`: T < 0.01 in the last epoch, as the
+    ``architectures`` study's 0.3^epoch at 5 epochs)."""
     cfg = base_config(epochs, width=STUDENT_WIDTH, model="bnext_digits", in_chans=CHANNELS)
     cfg.data.channels = CHANNELS
-    cfg.stages[0].temperature, cfg.stages[0].temperature_decay = 1.0, 0.3
+    cfg.stages[0].temperature, cfg.stages[0].temperature_decay = 1.0, binarization_decay(epochs)
     # FF ratio / C2I / dynamics are not part of these reports; they only measure (a run ends bit-identical with or
     # without them) and take about half of a run's time
     cfg.track_flips = cfg.track_dynamics = False
+    cfg.keep_epochs = []  # no extra epoch-1 checkpoint: the reports read the final and best ones only
     return cfg
 
 
@@ -75,13 +95,8 @@ def teacher_config(epochs: int, width: int) -> RunConfig:
     cfg.data.channels = CHANNELS
     cfg.stages[0].binarize_activations = cfg.stages[0].binarize_weights = False
     cfg.track_flips = cfg.track_dynamics = False  # nothing binary to track
+    cfg.keep_epochs = []
     return cfg
-
-
-def _final_train_acc(rs: list[dict[str, Any]]) -> tuple[float, float]:
-    """Mean ± std over seeds of the last epoch's training accuracy (%)."""
-    finals = [epoch_records(Path(r["run_dir"])) for r in rs]
-    return mean_std([100 * recs[-1]["train_acc"] for recs in finals if recs])
 
 
 # ------------------------------------------------------------------------------------------------------------ KD
@@ -117,8 +132,7 @@ KD_VARIANTS: tuple[tuple[str, list[str], str, list[str]], ...] = (
     ("no KD", [], "soft_ce", []),
     ("KD: weak teacher", ["weak"], "soft_ce", []),
     ("KD: strong teacher", ["strong"], "soft_ce", []),
-    ("gap ensemble (official)", ["strong", "weak"], "gap_ensemble_official", []),
-    ("gap ensemble (eq. 4)", ["strong", "weak"], "gap_ensemble_paper", []),
+    ("gap ensemble", ["strong", "weak"], "gap_ensemble_official", []),
     ("assistant schedule", ["strong"], "gap_ensemble_official", ["weak", "strong"]),
 )
 
@@ -196,14 +210,67 @@ def _schedule_log(results: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
-def _significance(a: tuple[float, float], b: tuple[float, float], n: int) -> str:
-    """'clear' when the difference of means exceeds twice its standard error, else 'within seed noise'."""
-    if math.isnan(a[0]) or math.isnan(b[0]):
-        return "not comparable (diverged)"
-    if n < 2:
-        return "n/a (one seed)"
-    se = math.sqrt((a[1] ** 2 + b[1] ** 2) / n)
-    return "clear" if abs(a[0] - b[0]) > 2 * se else "within seed noise"
+# ---------------------------------------------------------------------------------------------------------- claims
+def per_seed(rs: list[dict[str, Any]], key: str = "val_top1") -> list[float]:
+    """The final-stage ``key`` of every run, in %, ordered by seed (NaN for a diverged run)."""
+    return [100 * float(r["summary"]["stages"][-1][key]) for r in sorted(rs, key=lambda r: r["seed"])]
+
+
+def train_acc_per_seed(rs: list[dict[str, Any]]) -> list[float]:
+    """The last epoch's running training accuracy (%) of every run, ordered by seed (NaN without epoch records)."""
+    out = []
+    for r in sorted(rs, key=lambda r: r["seed"]):
+        recs = epoch_records(Path(r["run_dir"]))
+        out.append(100 * float(recs[-1]["train_acc"]) if recs else float("nan"))
+    return out
+
+
+def delta_se(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Difference of means ``mean(a) - mean(b)`` and its Welch standard error ``sqrt(s_a²/n_a + s_b²/n_b)`` (the
+    quantities :func:`~onebit.studies.common.compare` judges; NaN values, diverged runs, are left out; the standard
+    error is NaN with fewer than two values on a side)."""
+    xa = [v for v in a if not math.isnan(v)]
+    xb = [v for v in b if not math.isnan(v)]
+    if not xa or not xb:
+        return float("nan"), float("nan")
+    (ma, sa), (mb, sb) = mean_std(xa), mean_std(xb)
+    if len(xa) < 2 or len(xb) < 2:
+        return ma - mb, float("nan")
+    return ma - mb, math.sqrt(sa**2 / len(xa) + sb**2 / len(xb))
+
+
+def _signed(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x:+.2f}"
+
+
+def _ours(a: list[float], b: list[float]) -> str:
+    """'a vs b (Δ d)' with a and b as mean ± std over seeds."""
+    d, _ = delta_se(a, b)
+    return f"{fmt(mean_std(a))} vs {fmt(mean_std(b))} (Δ {_signed(d)})"
+
+
+def _claim(
+    source: str, text: str, paper: str, a: list[float], b: list[float], expect: str, paper_delta: float, reason: str
+) -> Claim:
+    """A claim "mean(a) ``expect`` mean(b)" judged by :func:`compare`, with its line of why computed from the
+    numbers: the difference against two standard errors, the paper's difference against that resolution, and
+    ``reason`` (the likely cause, built by the caller from the measurements) when the sign is the opposite."""
+    verdict = compare(a, b, expect=expect)
+    d, se = delta_se(a, b)
+    if verdict == REPRODUCED:
+        why = ""
+    elif math.isnan(d):
+        why = "a variant diverged in every seed: no difference to judge"
+    elif math.isnan(se):
+        why = "one seed: no seed spread to judge the difference by"
+    elif verdict == INCONCLUSIVE:
+        why = f"Δ {d:+.2f} is within 2 SE ({2 * se:.2f}) over the seeds"
+        if abs(paper_delta) < 2 * se:
+            why += f"; the paper's {paper_delta:+.2f} is below this resolution"
+        why += f"; {reason}"
+    else:
+        why = f"Δ {d:+.2f}: the opposite sign, beyond 2 SE ({2 * se:.2f}); {reason}"
+    return Claim(source, text, paper, _ours(a, b), verdict, why)
 
 
 def _curves(groups: dict[str, list[dict[str, Any]]], path: Path, vline: float | None = None) -> None:
@@ -229,7 +296,7 @@ def _curves(groups: dict[str, list[dict[str, Any]]], path: Path, vline: float | 
     plt.close(f)
 
 
-def _peak_note(groups: dict[str, list[dict[str, Any]]]) -> str:
+def _peak_note(groups: dict[str, list[dict[str, Any]]], epochs: int) -> str:
     """Where the mean val curves peak and how much they lose by the last epoch (progressive binarization)."""
     peaks, drops = [], []
     for rs in groups.values():
@@ -244,10 +311,12 @@ def _peak_note(groups: dict[str, list[dict[str, Any]]]) -> str:
         drops.append(mean[best] - mean[-1])
     if not peaks:
         return ""
+    decay = binarization_decay(epochs)
+    binary = next((e + 1 for e in range(epochs) if decay**e < 0.01), epochs)
     return (
         f"The mean val curves peak at epoch {min(peaks)}–{max(peaks)} and end {min(drops):.1f}–{max(drops):.1f} "
-        "points below their peak: the weights become binary as T = 0.3^epoch falls (T < 0.01 from epoch 5), and "
-        "the final, fully binary accuracy is what the tables report."
+        f"points below their peak: the weights become binary as T = {decay:.2f}^epoch falls (T < 0.01 from epoch "
+        f"{binary}), and the final, fully binary accuracy is what the tables report."
     )
 
 
@@ -278,23 +347,117 @@ def _bars(labels: list[str], ours: list[tuple[float, float]], paper: list[float 
 # BNext-T top-1 on ImageNet (128 epochs) for the paper's counterpart of each variant: Table 8 for no teacher, the
 # lowest-KC teacher (EfficientNet-B0, KC 0.893) and the most complex one of similar family reach (ConvNeXt-B, KC 2.027);
 # Table 5 for the gap-sensitive ensemble of EfficientNet-B0 and -B2. The assistant schedule has no separate ablation.
-PAPER_KD = {
-    "no KD": 65.02,
-    "KD: weak teacher": 71.32,
-    "KD: strong teacher": 69.74,
-    "gap ensemble (official)": 71.38,
-    "gap ensemble (eq. 4)": 71.38,
-}
 
 
-def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[str]:
+def _epochs(results: list[dict[str, Any]]) -> int:
+    """The epochs the study's runs trained for (from the first run's config)."""
+    return int(RunDir(results[0]["run_dir"]).read_config().stages[0].epochs)
+
+
+# BNext-T top-1 on ImageNet (128 epochs) for the paper's counterpart of each variant: Table 8 for no teacher, the
+# lowest-KC teacher (EfficientNet-B0, KC 0.893) and the most complex one of similar family reach (ConvNeXt-B, KC 2.027);
+# Table 5 for the gap-sensitive ensemble of EfficientNet-B0 and -B2. The assistant schedule has no BNext-T ablation.
+PAPER_KD = {"no KD": 65.02, "KD: weak teacher": 71.32, "KD: strong teacher": 69.74, "gap ensemble": 71.38}
+
+
+def _kd_claims(groups: dict[str, list[dict[str, Any]]], teachers: dict[str, dict[str, float]], ep: int) -> list[Claim]:
+    """The claims of the KD study, judged from the per-seed final val top-1 (train accuracy for the overfitting
+    claim)."""
+    top = {label: per_seed(rs) for label, rs in groups.items()}
+    train = {label: train_acc_per_seed(rs) for label, rs in groups.items()}
+    none, weak, strong = top["no KD"], top["KD: weak teacher"], top["KD: strong teacher"]
+    ens, sched = top["gap ensemble"], top["assistant schedule"]
+    tw, ts = teachers.get("weak", {}), teachers.get("strong", {})
+    acc_w, acc_s = tw.get("acc", float("nan")), ts.get("acc", float("nan"))
+
+    def fit(label: str, ref: str) -> str:
+        a, b = mean_std(train[label])[0], mean_std(train[ref])[0]
+        return f"student train acc. {a:.1f} vs {b:.1f} %"
+
+    def soft(label: str, acc: float) -> str:
+        a, b = mean_std(train[label])[0], mean_std(train["no KD"])[0]
+        effect = "fit no better than the labels" if not a > b else "raise the fit, not val accuracy"
+        targets = f"{ep} epochs of soft targets (T = 1, no label term)"
+        return f"{fit(label, 'no KD')}: {targets} from a {acc:.1f} % teacher {effect}"
+
+    gap = mean_std(train["KD: strong teacher"])[0] - mean_std(strong)[0]
+    return [
+        _claim(
+            "BNext Table 8",
+            "KD from the low-KC float teacher lifts the binary student",
+            "71.32 vs 65.02 (+6.30; EfficientNet-B0 vs none)",
+            weak,
+            none,
+            ">",
+            6.30,
+            soft("KD: weak teacher", acc_w),
+        ),
+        _claim(
+            "BNext Table 8",
+            "KD from the more complex float teacher lifts the binary student",
+            "69.74 vs 65.02 (+4.72; ConvNeXt-B vs none)",
+            strong,
+            none,
+            ">",
+            4.72,
+            soft("KD: strong teacher", acc_s),
+        ),
+        _claim(
+            "BNext Table 8, Fig. 5",
+            "A lower-KC teacher distils better than a stronger, more complex one",
+            "71.32 vs 69.74 (+1.58; KC 0.893 vs 2.027)",
+            weak,
+            strong,
+            ">",
+            1.58,
+            f"our lower-KC teacher is also {acc_s - acc_w:.1f} points less accurate ({acc_w:.1f} vs {acc_s:.1f} %; "
+            "the paper's B0 is 6.5 below ConvNeXt-B) and the digits leave the strong teacher little room to overfit",
+        ),
+        _claim(
+            "BNext Table 8, §7.3",
+            "The more complex teacher raises the student's train accuracy (it overfits)",
+            "train 75.22 vs 72.16 (+3.06; ConvNeXt-B vs B0)",
+            train["KD: strong teacher"],
+            train["KD: weak teacher"],
+            ">",
+            3.06,
+            f"train accuracy follows the teacher's quality here ({acc_s:.1f} vs {acc_w:.1f} % teachers) in {ep} "
+            "short epochs far from a fit",
+        ),
+        _claim(
+            "BNext Table 5, eq. 4",
+            "The gap-sensitive ensemble (strong + low-KC) beats the single low-KC teacher",
+            "71.38 vs 71.33 (+0.05; B0 + B2 vs B0)",
+            ens,
+            weak,
+            ">",
+            0.05,
+            f"the ensemble adds the {acc_s:.1f} % teacher to the {acc_w:.1f} % one; "
+            + fit("gap ensemble", "KD: weak teacher"),
+        ),
+        _claim(
+            "BNext Alg. 1, §7.3",
+            "The assistant schedule (weak, then strong assistant) beats standard KD with the strong teacher",
+            "+1.67 (BNext-L, ConvNeXt-T, 256 epochs)",
+            sched,
+            strong,
+            ">",
+            1.67,
+            f"{fit('assistant schedule', 'KD: strong teacher')}; the strong-teacher student's train accuracy is "
+            f"{gap:+.1f} points from its val accuracy in {ep} epochs: "
+            + ("no overfitting for the assistants to cure" if gap < 2 else "the assistants do not reduce it"),
+        ),
+    ]
+
+
+def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report:
     groups = by_variant(results)
-    n = len(next(iter(groups.values())))
+    ep = _epochs(results)
     teacher_rows, teachers, teacher_min = _teacher_rows(results)
     base = stat(groups["no KD"], "val_top1", scale=100)
     rows = [
         "| student | teachers (strong first) | KD loss | val top-1 (%) | train acc., last epoch (%) | "
-        "Δ vs no KD (points) | vs no KD |",
+        "Δ vs no KD (points) | paper (Tables 5, 8) |",
         "|---|---|---|---|---|---|---|",
     ]
     tops: dict[str, tuple[float, float]] = {}
@@ -302,13 +465,12 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         rs = groups[label]
         top = stat(rs, "val_top1", scale=100)
         tops[label] = top
-        train = _final_train_acc(rs)
         who = ", ".join(t_roles) + (f"; assistants {', '.join(assistants)}" if assistants else "") if t_roles else "—"
+        paper = f"{PAPER_KD[label]:.2f}" if label in PAPER_KD else "—"
         rows.append(
-            f"| {label} | {who} | {loss if t_roles else 'label CE'} | {fmt(top)} | {fmt(train)} | "
-            f"{top[0] - base[0]:+.2f} | {_significance(top, base, n) if label != 'no KD' else '—'} |"
+            f"| {label} | {who} | {loss if t_roles else 'label CE'} | {fmt(top)} | "
+            f"{fmt(mean_std(train_acc_per_seed(rs)))} | {_signed(top[0] - base[0])} | {paper} |"
         )
-    ep = results[0]["summary"]["stages"][0].get("epochs") or study.epochs
     _curves(groups, fig / "val_curves.png", vline=ep / 2 + 0.5)
     labels = [v[0] for v in KD_VARIANTS[1:]]
     _bars(
@@ -318,13 +480,15 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         fig / "kd_gain.png",
         "val top-1 gain over no KD (points)",
     )
-    return [
+    order = sorted(tops, key=lambda k: -tops[k][0] if not math.isnan(tops[k][0]) else math.inf)
+    body = [
         "## Teachers",
         "",
         "Trained once per seed (the student of seed k distils from the teachers of seed k), "
         f"{teacher_min:.1f} min of training in total; real-valued ResNet-18-shaped nets (`float_resnet_digits`: "
         "the strong-baseline blocks with the sign switched off). Accuracy as loaded is re-measured on the val split "
-        "through `onebit.distill.load_teacher`, i.e. the model the student actually sees.",
+        "through `onebit.distill.load_teacher`, i.e. the model the student actually sees. The weak teacher has the "
+        "lower knowledge complexity (KC, eq. 3) by construction, as the paper's EfficientNet-B0 against ConvNeXt-B.",
         "",
         *teacher_rows,
         "",
@@ -332,8 +496,10 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         "",
         *rows,
         "",
-        "Train accuracy is the running accuracy against the labels over the last epoch's training batches. "
-        "'clear' means the difference of means exceeds twice its standard error over seeds.",
+        "Train accuracy is the running accuracy against the labels over the last epoch's training batches (Table 8's "
+        "'student train top-1'). The paper column is BNext-T on ImageNet, 128 epochs: Table 8 for no teacher, "
+        "EfficientNet-B0 (KC 0.893, the lowest) as the weak and ConvNeXt-B (KC 2.027) as the strong teacher; Table 5 "
+        "for the B0 + B2 gap-sensitive ensemble. The assistant schedule is the paper's recipe for BNext-M/L only.",
         "",
         "Assistant schedule (Alg. 1 with the group `[weak, strong]`, n = 2, switching every E/n epochs; the active "
         "teachers per epoch, from the `AssistantSchedule` the runner builds for this config):",
@@ -344,43 +510,24 @@ def _kd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[s
         "",
         "![gain over no KD](kd/kd_gain.png)",
         "",
-        "Paper bars: BNext-T on ImageNet over its 65.02 % without a teacher (Table 8): EfficientNet-B0 (KC 0.893, the "
-        "lowest) for the weak teacher, ConvNeXt-B (KC 2.027) for the strong one, the B0 + B2 gap-sensitive ensemble "
-        "(Table 5, 71.38 %) for both ensemble readings; the assistant schedule has no ablation of its own.",
-        "",
         "## Findings",
         "",
-        _kd_finding(tops, teachers, n),
+        "Ranking by mean val top-1: " + " > ".join(order) + ". " + _peak_note(groups, ep),
         "",
-        _peak_note(groups),
+        f"**Budget.** {ep} epochs per run, teachers included, chosen to keep the study near 7 minutes of one-thread "
+        "compute. An earlier 8-epoch version (a width-2 weak teacher, the paper's eq. 4 as printed as a sixth "
+        "variant, 18 runs, 50 min of runs on a loaded machine) measured −5.8 to +1.1 points vs no KD for the "
+        "distilling variants, only the weak teacher's −5.8 beyond the seed spread. The eq. 4 variant is dropped here "
+        "(the official loss is the one behind the paper's numbers), and the weak teacher is width 4 so that its "
+        "accuracy is nearer the strong one's, as B0's is to ConvNeXt-B's.",
         "",
         "**Caveats.** The digits are small (1437 training images) and easy: a float teacher is near its ceiling, "
         "so its soft labels carry little dark knowledge beyond the labels, and the student trains for a handful of "
-        "epochs rather than 128–512. The paper's gaps (Table 5: +0.57 for KC-based selection, +0.05 for the "
-        "gap-sensitive ensemble) are far below the seed spread of this setup; only effects of several points can "
-        "show here. KD uses the official loss: soft cross-entropy at T = 1 with no label term.",
+        "epochs rather than 128–512. The paper's gaps between teachers and schemes (+0.05 to +1.67) are below the "
+        "seed spread of this setup; only effects of several points can show here. KD uses the official loss: "
+        "soft cross-entropy at T = 1 with no label term.",
     ]
-
-
-def _kd_finding(tops: dict[str, tuple[float, float]], teachers: dict[str, dict[str, float]], n: int) -> str:
-    none, weak, strong = tops["no KD"], tops["KD: weak teacher"], tops["KD: strong teacher"]
-    ens, ens4, sched = tops["gap ensemble (official)"], tops["gap ensemble (eq. 4)"], tops["assistant schedule"]
-    tw, ts = teachers.get("weak", {}), teachers.get("strong", {})
-    parts = [
-        f"Teachers: weak {tw.get('acc', float('nan')):.2f} % (KC {tw.get('kc', float('nan')):.4f}), strong "
-        f"{ts.get('acc', float('nan')):.2f} % (KC {ts.get('kc', float('nan')):.4f}).",
-        f"KD from the strong teacher vs no KD: {strong[0] - none[0]:+.2f} points ({_significance(strong, none, n)}; "
-        "Table 8: +4.7 to +6.3 for every teacher on ImageNet).",
-        f"Weak (lower-KC) vs strong teacher: {weak[0] - strong[0]:+.2f} points ({_significance(weak, strong, n)}); "
-        "the paper's Table 8 finds the low-KC EfficientNet-B0 1.58 points ahead of ConvNeXt-B, "
-        + ("the same direction here." if weak[0] > strong[0] else "which the digits do not reproduce."),
-        f"Gap-sensitive ensemble (official) vs single strong teacher: {ens[0] - strong[0]:+.2f} "
-        f"({_significance(ens, strong, n)}; Table 5: +0.05); eq. 4 as printed vs official: {ens4[0] - ens[0]:+.2f} "
-        f"({_significance(ens4, ens, n)}).",
-        f"Assistant schedule vs the static ensemble: {sched[0] - ens[0]:+.2f} ({_significance(sched, ens, n)}); "
-        f"vs no KD: {sched[0] - none[0]:+.2f}.",
-    ]
-    return " ".join(parts)
+    return Report(_kd_claims(groups, teachers, ep), body)
 
 
 # --------------------------------------------------------------------------------------------------- augmentation
@@ -393,6 +540,7 @@ AUG_VARIANTS: tuple[tuple[str, list[str], float | None], ...] = (
     ("RandAugment + MixUp", ["data.name=digits_stats", "data.randaugment=true", "data.mixup=0.8"], 1.49),
     ("repeated augmentation (×3)", ["data.aug_repeats=3"], -11.28),
 )
+RA, RAMIX, REPEAT = "RandAugment", "RandAugment + MixUp", "repeated augmentation (×3)"
 
 
 def _aug_variants(ep: int) -> list[Variant]:
@@ -401,24 +549,92 @@ def _aug_variants(ep: int) -> list[Variant]:
     ]
 
 
-def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[str]:
+def _aug_claims(groups: dict[str, list[dict[str, Any]]], ep: int) -> list[Claim]:
+    """The claims of Table 6, each judged from the per-seed final val top-1 against 'none' (RandAugment's two also
+    against the best other variant and RandAugment + MixUp)."""
+    top = {label: per_seed(rs) for label, rs in groups.items()}
+    train = {label: mean_std(train_acc_per_seed(rs))[0] for label, rs in groups.items()}
+    none = top["none"]
+
+    def fit(label: str) -> str:
+        return f"train acc. {train[label]:.1f} vs {train['none']:.1f} % without"
+
+    mixing = f"mixed images slow fitting in a {ep}-epoch run on 1437 images"
+    distort = (
+        f"RandAugment's Invert/Solarize and 45 % translations distort 16×16 digits, and {ep} epochs leave little time "
+        "to fit them"
+    )
+    claims = []
+    for label, reason in (
+        ("MixUp", mixing),
+        ("CutMix", mixing),
+        (REPEAT, "an epoch sees a third of the distinct images"),
+        (RA, distort),
+        (RAMIX, distort),
+    ):
+        p = next(p for lab, _, p in AUG_VARIANTS if lab == label)
+        paper = f"{65.02 + p:.2f} vs 65.02 ({p:+.2f})"
+        word = "lifts" if p > 0 else "lowers"
+        claims.append(
+            _claim(
+                "BNext Table 6",
+                f"{label} {word} BNext-T's top-1",
+                paper,
+                top[label],
+                none,
+                ">" if p > 0 else "<",
+                p,
+                f"{fit(label)}: {reason}",
+            )
+        )
+    means = {k: mean_std(v)[0] for k, v in top.items()}
+    rival = max((k for k in means if k != RA), key=lambda k: -math.inf if math.isnan(means[k]) else means[k])
+    claims.insert(
+        4,
+        _claim(
+            "BNext Table 6",
+            "RandAugment is the best augmentation (vs the best other variant here)",
+            "67.51 vs 65.83 (+1.68; next best: MixUp)",
+            top[RA],
+            top[rival],
+            ">",
+            1.68,
+            f"the best other variant here is {rival}; {distort}",
+        ),
+    )
+    claims.append(
+        _claim(
+            "BNext Table 6",
+            "RandAugment + MixUp is worse than RandAugment alone",
+            "66.51 vs 67.51 (-1.00)",
+            top[RAMIX],
+            top[RA],
+            "<",
+            -1.00,
+            f"train acc. {train[RAMIX]:.1f} vs {train[RA]:.1f} %: MixUp on top of RandAugment "
+            + ("lowers the fit further" if train[RAMIX] < train[RA] else "does not lower the fit"),
+        )
+    )
+    return claims
+
+
+def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report:
     groups = by_variant(results)
-    n = len(next(iter(groups.values())))
+    ep = _epochs(results)
     base = stat(groups["none"], "val_top1", scale=100)
     rows = [
-        "| augmentation | settings | val top-1 (%) | train acc., last epoch (%) | Δ vs none (points) | vs none | "
+        "| augmentation | settings | val top-1 (%) | train acc., last epoch (%) | Δ vs none (points) | "
         "paper Δ (Table 6) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     tops = {}
     for label, o, paper in AUG_VARIANTS:
         rs = groups[label]
         top = stat(rs, "val_top1", scale=100)
         tops[label] = top
-        train = _final_train_acc(rs)
         rows.append(
-            f"| {label} | {', '.join(f'`{x}`' for x in o) or 'random shift only'} | {fmt(top)} | {fmt(train)} | "
-            f"{top[0] - base[0]:+.2f} | {_significance(top, base, n) if paper is not None else '—'} | "
+            f"| {label} | {', '.join(f'`{x}`' for x in o) or 'random shift only'} | {fmt(top)} | "
+            f"{fmt(mean_std(train_acc_per_seed(rs)))} | {_signed(top[0] - base[0])} | "
             f"{f'{paper:+.2f}' if paper is not None else '—'} |"
         )
     _curves(groups, fig / "val_curves.png")
@@ -430,7 +646,9 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
         fig / "aug_delta.png",
         "val top-1 change vs none (points)",
     )
-    return [
+    order = sorted(tops, key=lambda k: -tops[k][0] if not math.isnan(tops[k][0]) else math.inf)
+    paper_order = ["RandAugment", "RandAugment + MixUp", "MixUp", "none", "CutMix", "repeated augmentation (×3)"]
+    body = [
         "## Results",
         "",
         *rows,
@@ -450,40 +668,23 @@ def _aug_report(study: Study, results: list[dict[str, Any]], fig: Path) -> list[
         "",
         "## Findings",
         "",
-        _aug_finding(tops, n),
+        "Ranking by mean val top-1: "
+        + " > ".join(order)
+        + f" (paper: {' > '.join(paper_order)}). "
+        + _peak_note(groups, ep),
         "",
-        _peak_note(groups),
+        f"**Budget.** {ep} epochs per run, chosen to keep the study near 7 minutes of one-thread compute. An "
+        "earlier 10-epoch version (18 runs, 54 min of runs on a loaded machine) ranked none > MixUp > CutMix > "
+        "repeated augmentation > RandAugment > RandAugment + MixUp, RandAugment at 41 ± 13 %.",
         "",
         "**Caveats.** RandAugment's policy was designed for natural RGB images: on white-on-black digits its "
         "Invert and Solarize flip the stroke polarity (no val image looks like that; kornia applies each chosen "
         "operation with probability 1, to groups of images at once), translations reach 45 % of the 16-pixel side "
         "and the colour operations act on brightness only (grey images replicated to RGB). On 1437 such images "
         "with a few epochs, augmentations that slow fitting can cost accuracy simply because the "
-        "run is short, whereas the paper's 128-epoch ImageNet runs are limited by generalisation. The ranking, not "
-        "the size of the changes, is what can be compared.",
+        "run is short, whereas the paper's 128-epoch ImageNet runs are limited by generalisation.",
     ]
-
-
-def _aug_finding(tops: dict[str, tuple[float, float]], n: int) -> str:
-    base = tops["none"]
-    paper = {label: p for label, _, p in AUG_VARIANTS if p is not None}
-    agree = [
-        label
-        for label, p in paper.items()
-        if (tops[label][0] - base[0] > 0) == (p > 0) and _significance(tops[label], base, n) == "clear"
-    ]
-    order = sorted(tops, key=lambda k: tops[k][0], reverse=True)
-    ra, ramix = tops["RandAugment"], tops["RandAugment + MixUp"]
-    return (
-        "Ranking by mean val top-1: "
-        + " > ".join(order)
-        + f". Changes that are clear and have the paper's sign: {', '.join(agree) if agree else 'none'} "
-        f"(of {len(paper)}). Repeated augmentation: {tops['repeated augmentation (×3)'][0] - base[0]:+.2f} points "
-        "(paper −11.28, its largest effect). RandAugment + MixUp vs RandAugment alone: "
-        f"{ramix[0] - ra[0]:+.2f} ({_significance(ramix, ra, n)}; paper −1.00: combining them is worse than "
-        "RandAugment alone). Best on the digits: "
-        + (f"{order[0]}, as in the paper." if order[0] == "RandAugment" else f"{order[0]} (paper: RandAugment).")
-    )
+    return Report(_aug_claims(groups, ep), body)
 
 
 KD_AUG_STUDIES: tuple[Study, ...] = (
@@ -498,6 +699,7 @@ KD_AUG_STUDIES: tuple[Study, ...] = (
         _kd_report,
         epochs=KD_EPOCHS,
         prepare=prepare_teachers,
+        smoke_epochs=2,
     ),
     Study(
         "augmentation",
