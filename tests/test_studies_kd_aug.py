@@ -15,7 +15,7 @@ from onebit.layers import binary_layers
 from onebit.models import create_model
 from onebit.models.small import float_resnet_digits
 from onebit.studies import STUDIES
-from onebit.studies.common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from onebit.studies.common import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, delta_se
 from onebit.studies.kd_aug import (
     AUG_VARIANTS,
     FINAL_TEMPERATURE,
@@ -23,7 +23,6 @@ from onebit.studies.kd_aug import (
     TEACHERS,
     _claim,
     binarization_decay,
-    delta_se,
     student_config,
 )
 
@@ -136,7 +135,7 @@ def test_claim_verdicts_and_their_lines_of_why():
 
 
 def test_binarization_reaches_the_final_temperature_at_the_last_epoch():
-    assert binarization_decay(5) == pytest.approx(0.3)  # the architectures study's schedule
+    assert binarization_decay(5) == pytest.approx(0.3)  # the bnext-blocks study's schedule
     for epochs in (2, 4, 8):
         decay = binarization_decay(epochs)
         assert decay ** (epochs - 1) == pytest.approx(FINAL_TEMPERATURE) and decay ** (epochs - 2) > FINAL_TEMPERATURE

@@ -1,5 +1,6 @@
 """Narrow members of the zoo's families for the bundled digits (1 channel, 16x16): the same blocks and binarizers as
-the ImageNet models, at widths a 2-core CPU trains in seconds. Used by ``onebit study architectures``."""
+the ImageNet models, at widths a 2-core CPU trains in seconds. Used by the studies (``onebit study resnet-family``,
+``landscape``, ``bnext-blocks``, ...)."""
 
 from __future__ import annotations
 

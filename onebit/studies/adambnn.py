@@ -31,6 +31,7 @@ from onebit.studies.common import (
     base_config,
     by_variant,
     compare,
+    delta_se,
     diverged_count,
     fmt,
     holds,
@@ -69,12 +70,10 @@ def close_verdict(a: Sequence[float], b: Sequence[float], margin: float, k: floa
     """Verdict on "mean(a) is close to mean(b)", within ``margin``: *reproduced* when the whole ``k``-standard-error
     interval of the difference of means lies inside ±``margin``, *not reproduced* when it lies wholly outside,
     else *inconclusive* (fewer than two finite values on a side: inconclusive). NaN / None are left out."""
-    xa = [float(v) for v in a if v is not None and not math.isnan(float(v))]
-    xb = [float(v) for v in b if v is not None and not math.isnan(float(v))]
-    if len(xa) < 2 or len(xb) < 2:
+    d, se = delta_se(a, b)
+    if math.isnan(se):
         return INCONCLUSIVE
-    (ma, sa), (mb, sb) = mean_std(xa), mean_std(xb)
-    d, se = abs(ma - mb), math.sqrt(sa**2 / len(xa) + sb**2 / len(xb))
+    d = abs(d)
     if d + k * se <= margin:
         return REPRODUCED
     if d - k * se > margin:

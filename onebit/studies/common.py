@@ -49,6 +49,7 @@ __all__ = [
     "base_config",
     "claims_table",
     "compare",
+    "delta_se",
     "holds",
     "run_all",
     "source_commit",
@@ -165,21 +166,32 @@ def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and not math.isnan(float(v))]
 
 
+def delta_se(a: Sequence[float | None], b: Sequence[float | None]) -> tuple[float, float]:
+    """Difference of means ``mean(a) - mean(b)`` and its Welch standard error ``sqrt(s_a²/n_a + s_b²/n_b)``, NaN /
+    None (diverged runs) left out. The difference is NaN when a side has no value; the standard error is NaN with
+    fewer than two values on a side."""
+    xa, xb = _finite(a), _finite(b)
+    if not xa or not xb:
+        return float("nan"), float("nan")
+    (ma, sa), (mb, sb) = mean_std(xa), mean_std(xb)
+    if len(xa) < 2 or len(xb) < 2:
+        return ma - mb, float("nan")
+    return ma - mb, math.sqrt(sa**2 / len(xa) + sb**2 / len(xb))
+
+
 def compare(a: Sequence[float | None], b: Sequence[float | None], expect: str = ">", k: float = 2.0) -> str:
     """Verdict on the claim "mean(a) ``expect`` mean(b)" from per-seed values (NaN / None = a diverged run, left out).
 
-    The difference of means is judged against its standard error (Welch: ``sqrt(s_a²/n_a + s_b²/n_b)``): beyond
-    ``k`` standard errors in the claimed direction it is *reproduced*, beyond ``k`` the other way *not reproduced*,
-    within ``k`` (or with fewer than two finite values on a side) *inconclusive*. ``expect`` is ``>`` or ``<``.
+    The difference of means is judged against its standard error (:func:`delta_se`): beyond ``k`` standard errors in
+    the claimed direction it is *reproduced*, beyond ``k`` the other way *not reproduced*, within ``k`` (or with fewer
+    than two finite values on a side) *inconclusive*. ``expect`` is ``>`` or ``<``.
     """
     if expect not in (">", "<"):
         raise ValueError(f"expect must be '>' or '<', not {expect!r}")
-    xa, xb = _finite(a), _finite(b)
-    if len(xa) < 2 or len(xb) < 2:
+    d, se = delta_se(a, b)
+    if math.isnan(se):
         return INCONCLUSIVE
-    (ma, sa), (mb, sb) = mean_std(xa), mean_std(xb)
-    diff = (ma - mb) if expect == ">" else (mb - ma)
-    se = math.sqrt(sa**2 / len(xa) + sb**2 / len(xb))
+    diff = d if expect == ">" else -d
     if diff > k * se and diff > 0:
         return REPRODUCED
     if -diff > k * se and diff < 0:

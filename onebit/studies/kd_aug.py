@@ -37,6 +37,7 @@ from onebit.studies.common import (
     base_config,
     by_variant,
     compare,
+    delta_se,
     epoch_records,
     fmt,
     mean_std,
@@ -49,7 +50,6 @@ from onebit.studies.common import (
 __all__ = [
     "AUG_VARIANTS",
     "binarization_decay",
-    "delta_se",
     "KD_AUG_STUDIES",
     "KD_VARIANTS",
     "TEACHERS",
@@ -70,14 +70,14 @@ FINAL_TEMPERATURE = 0.3**4
 
 def binarization_decay(epochs: int) -> float:
     """The per-epoch temperature decay that brings T = decay^epoch from 1 to :data:`FINAL_TEMPERATURE` at the last
-    epoch (0.3 at 5 epochs, the ``architectures`` study's value; 0.3 for a single epoch too)."""
+    epoch (0.3 at 5 epochs, the ``bnext-blocks`` study's value; 0.3 for a single epoch too)."""
     return FINAL_TEMPERATURE ** (1 / (epochs - 1)) if epochs > 1 else 0.3
 
 
 def student_config(epochs: int) -> RunConfig:
     """The BNext student of both studies: ``bnext_digits`` width 8 on 3-channel digits, weights binarized
     progressively with T = decay^epoch (:func:`binarization_decay`: T < 0.01 in the last epoch, as the
-    ``architectures`` study's 0.3^epoch at 5 epochs)."""
+    ``bnext-blocks`` study's 0.3^epoch at 5 epochs)."""
     cfg = base_config(epochs, width=STUDENT_WIDTH, model="bnext_digits", in_chans=CHANNELS)
     cfg.data.channels = CHANNELS
     cfg.stages[0].temperature, cfg.stages[0].temperature_decay = 1.0, binarization_decay(epochs)
@@ -223,20 +223,6 @@ def train_acc_per_seed(rs: list[dict[str, Any]]) -> list[float]:
         recs = epoch_records(Path(r["run_dir"]))
         out.append(100 * float(recs[-1]["train_acc"]) if recs else float("nan"))
     return out
-
-
-def delta_se(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Difference of means ``mean(a) - mean(b)`` and its Welch standard error ``sqrt(s_a²/n_a + s_b²/n_b)`` (the
-    quantities :func:`~onebit.studies.common.compare` judges; NaN values, diverged runs, are left out; the standard
-    error is NaN with fewer than two values on a side)."""
-    xa = [v for v in a if not math.isnan(v)]
-    xb = [v for v in b if not math.isnan(v)]
-    if not xa or not xb:
-        return float("nan"), float("nan")
-    (ma, sa), (mb, sb) = mean_std(xa), mean_std(xb)
-    if len(xa) < 2 or len(xb) < 2:
-        return ma - mb, float("nan")
-    return ma - mb, math.sqrt(sa**2 / len(xa) + sb**2 / len(xb))
 
 
 def _signed(x: float) -> str:
