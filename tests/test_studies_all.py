@@ -72,10 +72,12 @@ def test_study_all_reuses_runs_and_writes_the_index(smoke_study, monkeypatch, ca
     for n in names:
         _, docs, runs = smoke_study(n)
     before = {p: p.stat().st_mtime_ns for p in runs.rglob("checkpoints") if p.is_dir()}
+    (docs / "adaptive" / "stale.png").write_bytes(b"from an older report")
     monkeypatch.setattr("onebit.studies.common.STUDIES", {n: STUDIES[n] for n in names})
     assert main(["study", "all", "--smoke", "--runs", str(runs), "--docs", str(docs)]) == 0
     after = {p: p.stat().st_mtime_ns for p in runs.rglob("checkpoints") if p.is_dir()}
     assert before == after  # finished runs were reused, not retrained
+    assert not (docs / "adaptive" / "stale.png").exists()  # a report's folder holds only what it wrote
     index = (docs / "README.md").read_text()
     for n in names:
         rec = json.loads((docs / n / "claims.json").read_text())

@@ -8,7 +8,8 @@ optimisation-scheme, post-training-quantisation and training-curve studies. Each
 the registry's order is the order of ``onebit study all``.
 """
 
-from onebit.studies import adambnn, architectures, bnext, dynamics, kd_aug  # noqa: F401  (registration side effects)
+# the order of registration is the order of `onebit study all` and of the index: AdamBNN's studies, then BNext's
+from onebit.studies import adambnn, dynamics, architectures, kd_aug, bnext  # noqa: F401, I001  (registration)
 from onebit.studies.common import (
     STUDIES,
     Claim,

@@ -379,7 +379,9 @@ def run_study(
     run_minutes = sum(r["summary"].get("time_s", 0.0) or 0.0 for r in results) / 60
     docs.mkdir(parents=True, exist_ok=True)
     fig_dir = docs / name
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    if fig_dir.is_dir():
+        shutil.rmtree(fig_dir)  # the report's own folder: only what this report writes stays (no stale figures)
+    fig_dir.mkdir(parents=True)
     report = study.report(study, results, fig_dir)
     if not isinstance(report, Report) or not report.claims:
         raise TypeError(f"study {name!r}: its report function must return a Report with at least one claim")
