@@ -402,7 +402,8 @@ def test_every_recipe_and_study_config_is_in_domain():
     from onebit.studies.kd_aug import teacher_config
 
     configs = [get_recipe(name, smoke=smoke) for name in list_recipes() for smoke in (False, True)]
-    teachers = {"weak": "runs/weak", "strong": "runs/strong"}  # the KD variants name their teachers' run dirs
+    # the KD variants name their teachers' run dirs by role (bnext.py also by KC rank)
+    teachers = {"weak": "runs/weak", "strong": "runs/strong", "kc_low": "runs/weak", "kc_high": "runs/strong"}
     for study in STUDIES.values():
         for epochs in (1, study.epochs):
             configs += [v.make(**teachers) if study.prepare else v.make() for v in study.variants(epochs)]
