@@ -595,6 +595,69 @@ def test_kernel_entry_points_refuse_bad_arguments():
 
 
 @needs_native
+def test_react_block_entry_point_refuses_bad_arguments():
+    """ob_react_block (a fused ReActNet block in one call, onebit/kernels/chain.py) validates both convs' arguments
+    and how they chain before it touches memory; the good call equals the block's generic path."""
+    from onebit.kernels import chain
+    from onebit.kernels.fuse import FusedReActBlock
+    from onebit.models.reactnet import ReActNet
+
+    lib, thr = _native.load(), 2
+    model = ReActNet((16, 32, 64, 64), num_classes=10, stem_stride=2).eval()
+    _randomize_(model)
+    pack_(model)
+    blk = [m for m in model.modules() if isinstance(m, FusedReActBlock)][1]  # 32 -> 64, stride 2, emits bits
+    x = torch.randn(1, 32, 6, 8)
+    with torch.no_grad():
+        chain.enabled = False
+        try:
+            ref = blk(x)
+        finally:
+            chain.enabled = True
+        ref_bits = blk._next.__dict__.pop("_handoff")[1]
+        blk(x)
+    plan = blk._plans[(1, 6, 8)]
+    xn = x.permute(0, 2, 3, 1).contiguous()
+    out = torch.full((1, 3, 4, 64), float("nan"))
+    bits = torch.full(tuple(ref_bits.shape), -7, dtype=torch.int64)
+
+    def call(c1=None, c2=None, **kw):
+        a = dict(x=xn.data_ptr(), shift=plan.shift.data_ptr(), xp=None, stride=2, out=out.data_ptr(),
+                 bits=bits.data_ptr())  # fmt: skip
+        a.update(kw)
+        c1 = plan.c1_ref if c1 is None else c1
+        c2 = plan.c2_ref if c2 is None else c2
+        return lib.ob_react_block(c1, c2, a["x"], a["shift"], a["xp"], a["stride"], a["out"], a["bits"], thr)
+
+    def changed(args, **change):
+        a = _native.ConvArgs.from_buffer_copy(args)
+        for k, v in change.items():
+            setattr(a, k, v)
+        return ctypes.byref(a)
+
+    for rc in (
+        call(stride=1),  # not the conv's stride
+        call(stride=3),
+        call(x=None),
+        call(out=None),
+        call(c1=changed(plan.c1, c=31, k=1)),  # the conv's input is not the residual's width
+        call(c1=changed(plan.c1, oh=4)),  # output larger than the input allows
+        call(c2=changed(plan.c2, c=33)),  # the 1x1 conv does not read O1 (32 channels)
+        call(c2=changed(plan.c2, h=2, hp=2, oh=2)),
+        call(c2=changed(plan.c2, bk=0)),  # emitted bits without room for 64 channels
+        call(c2=changed(plan.c2, n=2)),
+        lib.ob_react_block(None, plan.c2_ref, xn.data_ptr(), None, None, 2, out.data_ptr(), None, thr),
+    ):
+        assert rc == -1
+        assert lib.ob_last_error().decode().startswith("ob_react_block: precondition"), lib.ob_last_error()
+        assert out.isnan().all() and (bits == -7).all()
+    assert call() == 0
+    assert torch.equal(out, ref.permute(0, 2, 3, 1)) and torch.equal(bits, ref_bits)
+    zero = changed(plan.c1, n=0)
+    assert lib.ob_react_block(zero, changed(plan.c2, n=0), None, None, None, 2, None, None, thr) == 0  # batch 0
+
+
+@needs_native
 def test_refused_kernel_call_raises_and_checks_at_the_boundary():
     """A non-zero code becomes an exception; ops refuse what does not fit before calling the kernel."""
     from onebit.kernels import KernelArgumentError

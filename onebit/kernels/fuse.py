@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from onebit.kernels import _native
+from onebit.kernels import chain as _chain
 from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.engine import (
     PackedConv2d,
@@ -60,6 +61,10 @@ class FusedReActBlock(nn.Module):
     → float O1 and the bits of sign(O1 + b21). Call 2: the 1x1 conv (both halves as one conv of 2C outputs when the
     width doubles), epilogue BN2 + O1 + RPReLU(b22, PReLU2, b23) → float output, and, when the next module is a fused
     block too, the bits of its input sign(out + b11_next), handed over so it skips its own sign+pack.
+
+    On the native backend a call is one ``ob_react_block`` from a plan cached per input shape (``_plans``, see
+    :mod:`onebit.kernels.chain`: the same kernels and pool arithmetic, bitwise the same results); the calls below are
+    the generic path (other backends and devices, shapes the plan does not take).
     """
 
     def __init__(self, block: nn.Module, backend: str | None = None) -> None:
@@ -106,10 +111,12 @@ class FusedReActBlock(nn.Module):
         self.next_pad = 1
         self._handoff: tuple[Tensor, Tensor] | None = None
         self._next: FusedReActBlock | None = None
+        self._plans: dict[tuple[int, int, int], _chain.ReActPlan] = {}  # per input shape (n, h, w): chain.py
 
     def chain(self, nxt: FusedReActBlock | None) -> None:
         """Emit the packed input of ``nxt`` (``None``: stop) from this block's last kernel call."""
         _link(self, nxt)
+        self.__dict__["_plans"] = {}
         self.next_shift = None if nxt is None else nxt.shift_in
         self.next_pad = 1 if nxt is None else nxt.conv1.pw.padding
         self.conv2_ep.thresh = self.next_shift
@@ -125,16 +132,26 @@ class FusedReActBlock(nn.Module):
             self.shift_in = _to(self.shift_in, dev)  # type: ignore[assignment]
             self.next_shift = _to(self.next_shift, dev)
             self._handoff = None
+        self.__dict__["_plans"] = {}  # they hold data pointers of the buffers
         return self
 
+    def __getstate__(self) -> dict:
+        # a copy (deepcopy, pickle) starts without plans: theirs would point at this module's buffers
+        return {**self.__dict__, "_plans": {}, "_handoff": None}
+
     def forward(self, x: Tensor) -> Tensor:
-        handoff, self._handoff = self._handoff, None
+        handoff = self._handoff
+        if handoff is not None:
+            self.__dict__["_handoff"] = None  # plain attribute: skips nn.Module.__setattr__ on the hot path
         x_in = x
         x = _check_input(x, self.inplanes, "fused ReActNet block")
+        xp = handoff[1] if handoff is not None and handoff[0] is x_in else None
+        if _chain.enabled and x.device.type == "cpu" and resolve_backend(self.backend) == "native":
+            y = _chain.run_block(self, x, xp)  # one native call from a per-shape plan (onebit/kernels/chain.py)
+            if y is not None:
+                return y
         h, w = x.shape[2:]
-        if handoff is not None and handoff[0] is x_in:
-            xp = handoff[1]
-        else:
+        if xp is None:
             xp = pack_activations(x, self.shift_in, self.conv1.pw.padding, backend=self.backend)
         res = F.avg_pool2d(x, kernel_size=2, stride=2) if self.stride == 2 else x
         res = _broadcast_residual(res, self.conv1.pw.out_size(h, w))
@@ -153,7 +170,7 @@ class FusedReActBlock(nn.Module):
             backend=self.backend,
         )
         if emit:
-            self._next._handoff = (out, nbits)  # type: ignore[union-attr,assignment]
+            self._next.__dict__["_handoff"] = (out, nbits)  # type: ignore[union-attr]
         return out  # type: ignore[return-value]
 
     def pack_description(self) -> str:

@@ -1,8 +1,9 @@
 /* Packed XOR-popcount binary convolution kernels with a plain C ABI (loaded with ctypes by onebit/kernels/_native.py):
  * the shared header of the translation units of the one library onebit.kernels._bitconv (isa.c: ISA detection and
  * selection; pack.c: sign + pack; bnext.c: the BNext float passes; conv.c: epilogue, conv kernels and ob_conv;
- * ceiling.c: the popcount ceiling benchmark). It holds the includes, the ISA/OpenMP macros, ob_conv_args, the
- * prototypes of the exported entry points and the static inline helpers that more than one file uses.
+ * chain.c: a ReActNet-A block in one call; ceiling.c: the popcount ceiling benchmark). It holds the includes, the
+ * ISA/OpenMP macros, ob_conv_args, the prototypes of the exported entry points and the static inline helpers that
+ * more than one file uses.
  *
  * Layouts (all row-major, NHWC):
  *   activations  uint64 [N, Hp, Wp, K]: channels packed along the last axis, bit c%64 of word c/64 = (x_c + t_c >= 0);
@@ -109,6 +110,9 @@ int ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1
                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads);
 /* conv.c */
 int ob_conv(const ob_conv_args *a);
+/* chain.c */
+int ob_react_block(const ob_conv_args *c1, const ob_conv_args *c2, const float *x, const float *shift,
+                   const uint64_t *xp, int32_t stride, float *out, uint64_t *bits, int32_t nthreads);
 /* ceiling.c */
 uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits);
 
@@ -116,6 +120,8 @@ uint64_t ob_ceiling(int64_t iters, uint64_t seed, double *bits);
 /* isa.c: record the failing entry point and check for ob_last_error; return OB_EINVAL / OB_ENOMEM */
 int ob_fail(const char *fn, const char *what);
 int ob_nomem(const char *fn);
+/* conv.c: the preconditions of ob_conv for the arguments a, failures recorded under the entry point name fn */
+int ob_conv_check(const ob_conv_args *a, const char *fn);
 /* return OB_EINVAL from the calling entry point FN when COND does not hold (the message quotes the condition) */
 #define OB_REQUIRE(FN, COND)                                                                                       \
     do {                                                                                                            \

@@ -566,9 +566,9 @@ __attribute__((target(OB_AVX512_TARGET))) static void ob_conv_avx512(const ob_co
 }
 #endif
 
-/* The preconditions of ob_conv (see ob_conv_args): OB_OK or OB_EINVAL with the violated one recorded. */
-static int ob_conv_check(const ob_conv_args *a) {
-    static const char fn[] = "ob_conv";
+/* The preconditions of ob_conv (see ob_conv_args): OB_OK or OB_EINVAL with the violated one recorded under the
+ * entry point name fn (ob_conv, or an entry point that runs convolutions, chain.c). */
+int ob_conv_check(const ob_conv_args *a, const char *fn) {
     /* geometry */
     OB_REQUIRE(fn, a->n >= 0 && a->h >= 1 && a->w >= 1);
     OB_REQUIRE(fn, a->c >= 1 && a->c <= OB_MAX_CHANNELS && a->k == OB_WORDS(a->c));
@@ -598,7 +598,7 @@ static int ob_conv_check(const ob_conv_args *a) {
  * touched). A thread count below 1 runs on one thread; a batch of 0 computes nothing. */
 int ob_conv(const ob_conv_args *args) {
     if (args == NULL) return ob_fail("ob_conv", "precondition `args != NULL` violated");
-    const int rc = ob_conv_check(args);
+    const int rc = ob_conv_check(args, "ob_conv");
     if (rc != OB_OK) return rc;
     ob_conv_args s = *args;
     if (s.nthreads < 1) s.nthreads = 1;
