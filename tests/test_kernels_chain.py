@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 import torch
+from test_kernels import _randomize_  # non-trivial BN statistics and shifts, zero weights nudged
 
 from onebit.kernels import _native, chain, pack_
 from onebit.kernels.fuse import FusedReActBlock
@@ -15,23 +16,6 @@ from onebit.models.reactnet import ReActNet
 
 NATIVE = _native.load() is not None
 pytestmark = pytest.mark.skipif(not NATIVE, reason="compiled kernel not built (pure-torch path only)")
-
-
-def _randomize_(model: torch.nn.Module, seed: int = 0) -> None:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.3, 0.3, generator=g)
-            elif type(m).__name__ == "LearnableBias":
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-            elif isinstance(m, torch.nn.PReLU):
-                m.weight.uniform_(0.0, 0.5, generator=g)
-            elif hasattr(m, "weight") and isinstance(m.weight, torch.Tensor) and m.weight.dim() == 4:
-                m.weight[m.weight == 0] = 1e-4  # sign 0 in float, +1 packed
 
 
 @pytest.fixture(scope="module")
