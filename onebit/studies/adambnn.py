@@ -36,6 +36,7 @@ from onebit.studies.common import (
     fmt,
     holds,
     mean_std,
+    per_seed,
     pyplot,
     register_studies,
 )
@@ -112,11 +113,6 @@ def _why(verdict: str, reason: str, unclear: str = "the difference is within the
     return reason if verdict == NOT_REPRODUCED else unclear
 
 
-def _seeds(rs: list[dict[str, Any]], key: str = "val_top1", stage: int = -1, scale: float = 100.0) -> list[float]:
-    """Per-seed values of a stage metric, in seed order (NaN for a diverged run)."""
-    return [scale * float(r["summary"]["stages"][stage][key]) for r in sorted(rs, key=lambda r: r["seed"])]
-
-
 def _optim(ep: int, name: str, lr: float, wd: float = 0.0) -> RunConfig:
     return apply_overrides(
         base_config(ep), [f"stages.0.optim.name={name}", f"stages.0.optim.lr={lr}", f"stages.0.optim.weight_decay={wd}"]
@@ -143,11 +139,11 @@ def _adam_vs_sgd_report(study: Study, results: list[dict[str, Any]], fig: Path) 
     rows = ["| optimizer | lr | val top-1 (%) | FF ratio | C2I | diverged runs |", "|---|---|---|---|---|---|"]
     for rs in groups.values():
         opt, lr = rs[0]["group"], rs[0]["x"]
-        acc[opt][lr] = _seeds(rs)
+        acc[opt][lr] = per_seed(rs)
         rows.append(
             f"| {opt} | {lr:.3g} | {fmt(mean_std(acc[opt][lr]))} | "
-            f"{fmt(mean_std(_seeds(rs, 'ff_ratio', scale=1)), '.2e')} | "
-            f"{fmt(mean_std(_seeds(rs, 'c2i_run', scale=1)), '.3f')} | {diverged_count(rs)} |"
+            f"{fmt(mean_std(per_seed(rs, 'ff_ratio', scale=1)), '.2e')} | "
+            f"{fmt(mean_std(per_seed(rs, 'c2i_run', scale=1)), '.3f')} | {diverged_count(rs)} |"
         )
     rob = {o: sweep_robustness(acc[o]) for o in acc}
     best_lr = {o: max(acc[o], key=lambda lr, o=o: _mean_or(acc[o][lr], -1.0)) for o in acc}
@@ -304,12 +300,12 @@ def _wd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report
     groups = by_variant(results)
     one = {rs[0]["x"]: rs for rs in groups.values() if rs[0]["group"].startswith("one-step")}
     two = {rs[0]["x"]: rs for rs in groups.values() if rs[0]["group"] == "two-step scaled"}
-    acc = {w: _seeds(rs) for w, rs in one.items()}
-    ff = {w: _seeds(rs, "ff_ratio", scale=1) for w, rs in one.items()}
-    c2i = {w: _seeds(rs, "c2i_run", scale=1) for w, rs in one.items()}
-    acc2 = {w: _seeds(rs) for w, rs in two.items()}
-    ff2 = {w: _seeds(rs, "ff_ratio", scale=1) for w, rs in two.items()}  # step 2: binary weights
-    c2i2 = {w: _seeds(rs, "c2i", scale=1) for w, rs in two.items()}  # step 2 vs its initialisation (step 1's end)
+    acc = {w: per_seed(rs) for w, rs in one.items()}
+    ff = {w: per_seed(rs, "ff_ratio", scale=1) for w, rs in one.items()}
+    c2i = {w: per_seed(rs, "c2i_run", scale=1) for w, rs in one.items()}
+    acc2 = {w: per_seed(rs) for w, rs in two.items()}
+    ff2 = {w: per_seed(rs, "ff_ratio", scale=1) for w, rs in two.items()}  # step 2: binary weights
+    c2i2 = {w: per_seed(rs, "c2i", scale=1) for w, rs in two.items()}  # step 2 vs its initialisation (step 1's end)
     n = len(acc[0.0])
     s = WD_SCALE
     grid = [-1e-4 * s, 0.0, 5e-6 * s, 1e-5 * s]  # rising decay
@@ -468,9 +464,10 @@ def _wd_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report
         chg = "c2i_changed" if key == "c2i" else "c2i_changed_run"
         label = f"{w:g} in step 1, 0 in step 2" if rs[0]["group"].startswith("two") else f"{w:g}"
         rows.append(
-            f"| {rs[0]['group']} | {label} | {fmt(mean_std(_seeds(rs, 'ff_ratio', scale=1)), '.3e')} | "
-            f"{fmt(mean_std(_seeds(rs, key, scale=1)), '.4f')} | {fmt(mean_std(_seeds(rs, chg, scale=1)), '.4f')} | "
-            f"{fmt(mean_std(_seeds(rs)))} |"
+            f"| {rs[0]['group']} | {label} | {fmt(mean_std(per_seed(rs, 'ff_ratio', scale=1)), '.3e')} | "
+            f"{fmt(mean_std(per_seed(rs, key, scale=1)), '.4f')} | "
+            f"{fmt(mean_std(per_seed(rs, chg, scale=1)), '.4f')} | "
+            f"{fmt(mean_std(per_seed(rs)))} |"
         )
     _wd_plot(ff, c2i, fig / "ff_c2i_vs_wd.png")
     body = [
@@ -542,8 +539,8 @@ def _order_variants(ep: int) -> list[Variant]:
 
 def _order_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report:
     groups = by_variant(results)
-    babw, bwba = _seeds(groups["BABW"]), _seeds(groups["BWBA"])
-    one = _seeds(groups["one-step (same total epochs)"])
+    babw, bwba = per_seed(groups["BABW"]), per_seed(groups["BWBA"])
+    one = per_seed(groups["one-step (same total epochs)"])
     claims = []
     v = compare(babw, bwba, ">")
     claims.append(
@@ -579,10 +576,11 @@ def _order_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Rep
     ]
     for label, rs in groups.items():
         two = len(rs[0]["summary"]["stages"]) == 2
-        s1 = fmt(mean_std(_seeds(rs, stage=0))) if two else "— (one stage)"
+        s1 = fmt(mean_std(per_seed(rs, stage=0))) if two else "— (one stage)"
         rows.append(
-            f"| {label} | {s1} | {fmt(mean_std(_seeds(rs)))} | {fmt(mean_std(_seeds(rs, 'ff_ratio', scale=1)), '.2e')}"
-            f" | {fmt(mean_std(_seeds(rs, 'c2i', scale=1)), '.3f')} |"
+            f"| {label} | {s1} | {fmt(mean_std(per_seed(rs)))} | "
+            f"{fmt(mean_std(per_seed(rs, 'ff_ratio', scale=1)), '.2e')}"
+            f" | {fmt(mean_std(per_seed(rs, 'c2i', scale=1)), '.3f')} |"
         )
     body = [
         "## Results",
@@ -620,7 +618,7 @@ def _adaptive_variants(ep: int) -> list[Variant]:
 
 def _adaptive_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Report:
     groups = by_variant(results)
-    acc = {n: _seeds(groups[n]) for n in TABLE5}
+    acc = {n: per_seed(groups[n]) for n in TABLE5}
     m = {n: mean_std(acc[n]) for n in TABLE5}
     others = [n for n in TABLE5 if n != "adam"]
     claims = []
@@ -697,7 +695,7 @@ def _adaptive_report(study: Study, results: list[dict[str, Any]], fig: Path) -> 
     for n in sorted(TABLE5, key=lambda n: -_mean_or(acc[n], -1.0)):
         rows.append(
             f"| {n} | {ADAPTIVE_LR[n]:g} | {default_lr(n):g} | {fmt(m[n])} | {TABLE5[n]:.2f} | "
-            f"{fmt(mean_std(_seeds(groups[n], 'ff_ratio', scale=1)), '.2e')} |"
+            f"{fmt(mean_std(per_seed(groups[n], 'ff_ratio', scale=1)), '.2e')} |"
         )
     order = sorted(TABLE5, key=lambda n: -_mean_or(acc[n], -1.0))
     body = [

@@ -232,15 +232,11 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
-def _ms(values: list[float], spec: str = ".2f") -> str:
-    return fmt(mean_std(values), spec)
-
-
 def _claim(source, text, paper, a, b, expect, spec, why_not, names=("", "")) -> Claim:
     """A two-sample claim "mean(a) expect mean(b)" with its verdict; ``why_not`` is the line for a verdict other
     than reproduced (it is given the measured means)."""
     verdict = compare(a, b, expect)
-    ours = f"{names[0]}{_ms(a, spec)} vs {names[1]}{_ms(b, spec)}"
+    ours = f"{names[0]}{fmt(mean_std(a), spec)} vs {names[1]}{fmt(mean_std(b), spec)}"
     why = "" if verdict == REPRODUCED else why_not(mean_std(a)[0], mean_std(b)[0], verdict)
     return Claim(source, text, paper, ours, verdict, why)
 
@@ -251,7 +247,8 @@ def _count_claim(source, text, paper, a, b, expect, names, tried) -> Claim:
     a standard error that is an artefact of the discreteness."""
     flags = [(x > y) if expect == ">" else (x < y) for x, y in zip(a, b)]
     verdict = holds(flags)
-    ours = f"{names[0]}{_ms(a, '.1f')} vs {names[1]}{_ms(b, '.1f')}; holds in {sum(flags)}/{len(flags)} seeds"
+    ours = f"{names[0]}{fmt(mean_std(a), '.1f')} vs {names[1]}{fmt(mean_std(b), '.1f')}"
+    ours += f"; holds in {sum(flags)}/{len(flags)} seeds"
     why = ""
     if verdict != REPRODUCED:
         single = sum(x == 1 for x in a)
@@ -346,10 +343,10 @@ def _landscape_report(study: Study, results: list[dict[str, Any]], fig: Path) ->
     finding = (
         f"Per seed, the binary grid has {', '.join(f'{d:+.0f}' for d in d_min)} local minima relative to the "
         f"real-valued one and a relative roughness {', '.join(f'{d:+.4f}' for d in d_rr)} off the real one's; "
-        f"the binary loss at the centre is {_ms(vals(binary, 'center_loss'), '.3f')} vs "
-        f"{_ms(vals(real, 'center_loss'), '.3f')} real, and the mean rise over the grid "
-        f"{_ms(vals(binary, 'mean_rise'), '.3f')} vs "
-        f"{_ms(vals(real, 'mean_rise'), '.3f')}."
+        f"the binary loss at the centre is {fmt(mean_std(vals(binary, 'center_loss')), '.3f')} vs "
+        f"{fmt(mean_std(vals(real, 'center_loss')), '.3f')} real, and the mean rise over the grid "
+        f"{fmt(mean_std(vals(binary, 'mean_rise')), '.3f')} vs "
+        f"{fmt(mean_std(vals(real, 'mean_rise')), '.3f')}."
     )
     body = [
         "## Results",
@@ -438,7 +435,7 @@ def _family_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Re
     for label in labels:
         cfg = RunDir(Path(groups[label][0]["run_dir"])).read_config()
         st = " + ".join(f"{s.name} ({s.epochs} ep)" for s in cfg.stages)
-        rows.append(f"| {label} | {paper[label]} | {_ms(top[label])} | {st} |")
+        rows.append(f"| {label} | {paper[label]} | {fmt(mean_std(top[label]))} | {st} |")
     order = sorted(labels, key=lambda k: mean_std(top[k])[0])
     gain = mean_std(top[STRATEGY])[0] - mean_std(top[FAMILY[2][0]])[0]
     finding = (
@@ -564,7 +561,7 @@ def _block_report(study: Study, results: list[dict[str, Any]], fig: Path) -> Rep
         ),
     ]
     rows = ["| blocks | paper top-1 (Table 4) | val top-1 (%) |", "|---|---|---|"]
-    rows += [f"| {label} | {paper[label]} | {_ms(top[label])} |" for label, _, _ in BLOCKS]
+    rows += [f"| {label} | {paper[label]} | {fmt(mean_std(top[label]))} |" for label, _, _ in BLOCKS]
     gains = {k: mean_std(top[k])[0] - mean_std(top[NEITHER])[0] for k in (RCP, ELM, BOTH)}
     finding = (
         f"Over plain blocks: Info-RCP alone {gains[RCP]:+.2f} points (paper +2.48), ELM-Attention alone "

@@ -60,6 +60,7 @@ __all__ = [
     "first_epoch_dyn",
     "fmt",
     "mean_std",
+    "per_seed",
     "pyplot",
     "register_studies",
     "run_one",
@@ -535,6 +536,12 @@ def by_variant(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]
     for r in results:
         out.setdefault(r["variant"], []).append(r)
     return out
+
+
+def per_seed(rs: list[dict[str, Any]], key: str = "val_top1", stage: int = -1, scale: float = 100.0) -> list[float]:
+    """A stage metric of every run, times ``scale`` (default: a share in %), ordered by seed (NaN for a diverged
+    run): the per-seed values :func:`compare` judges."""
+    return [scale * float(r["summary"]["stages"][stage][key]) for r in sorted(rs, key=lambda r: r["seed"])]
 
 
 def stat(rs: list[dict[str, Any]], key: str, stage: int = -1, scale: float = 1.0) -> tuple[float, float]:

@@ -41,6 +41,7 @@ from onebit.studies.common import (
     epoch_records,
     fmt,
     mean_std,
+    per_seed,
     pyplot,
     register_studies,
     run_one,
@@ -211,11 +212,6 @@ def _schedule_log(results: list[dict[str, Any]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------- claims
-def per_seed(rs: list[dict[str, Any]], key: str = "val_top1") -> list[float]:
-    """The final-stage ``key`` of every run, in %, ordered by seed (NaN for a diverged run)."""
-    return [100 * float(r["summary"]["stages"][-1][key]) for r in sorted(rs, key=lambda r: r["seed"])]
-
-
 def train_acc_per_seed(rs: list[dict[str, Any]]) -> list[float]:
     """The last epoch's running training accuracy (%) of every run, ordered by seed (NaN without epoch records)."""
     out = []
