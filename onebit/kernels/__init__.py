@@ -5,14 +5,14 @@
   kernel and pure-torch reference;
 * :mod:`onebit.kernels.engine` — :func:`pack_` swaps a model's binary convolutions for packed modules
   (:class:`PackConfig`);
-* :mod:`onebit.kernels.fuse` — fused packed modules of known blocks (ReActNet-A, BNext, Bi-Real), registered as
-  fusers of :func:`pack_`;
+* :mod:`onebit.kernels.fuse`, :mod:`onebit.kernels.fuse_resnet` — fused packed modules of known blocks (ReActNet-A,
+  BNext; Bi-Real), registered as fusers of :func:`pack_`;
 * :func:`backend_info` — which kernel runs (ISA, OpenMP) or why the pure-torch path is used;
 * :class:`KernelArgumentError` — what a packed model raises for an input it cannot take (see the contract in
   :mod:`onebit.kernels.engine`).
 """
 
-from onebit.kernels import fuse  # noqa: F401  (registers the model fusers of pack_)
+from onebit.kernels import fuse, fuse_resnet  # noqa: F401  (register the model fusers of pack_)
 from onebit.kernels._native import KernelArgumentError, backend_info, select_isa
 from onebit.kernels.engine import PackConfig, PackedConv2d, PackReport, pack_
 from onebit.kernels.fuse import FusedReActBlock

@@ -6,7 +6,7 @@
 * BNext processors → :class:`FusedBNextProcessor` (shift, BN₁ and PReLU_b folded into the packed conv; pooled λ-mix,
   SE gate, BN₂ + residual + the next sign+pack in one pass); width-doubling blocks → :class:`FusedBNextBlock`; the
   stem → :class:`FoldedConvBN`;
-* Bi-Real style ResNet blocks → the shift ``move0`` and ``bn1`` folded into the packed conv.
+(Bi-Real style ResNet blocks: :mod:`onebit.kernels.fuse_resnet`.)
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from onebit.kernels.ops import (
 from onebit.layers import BinaryConv2d, SqueezeExpand
 from onebit.models.bnext import BNextBlock, BNextStem, ELMAttention, InfoRCP
 from onebit.models.reactnet import ReActBlock
-from onebit.models.resnet import BiRealBlock
 
 __all__ = ["FoldedConvBN", "FusedBNextBlock", "FusedBNextProcessor", "FusedReActBlock"]
 
@@ -672,17 +671,3 @@ def _fuse_bnext(model: nn.Module, report: PackReport, backend: str | None) -> No
     for (name, p), (_, q) in zip(procs, procs[1:]):
         if not name.endswith(("FFN_1", "FFN_2")):
             p.chain(q)
-
-
-@register_fuser
-def _fuse_resnet(model: nn.Module, report: PackReport, backend: str | None) -> None:
-    for name, blk in list(model.named_modules()):
-        if not isinstance(blk, BiRealBlock) or not isinstance(blk.binary_conv, BinaryConv2d):
-            continue
-        conv = blk.binary_conv
-        why = _not_packable(conv)
-        if why or isinstance(binary_weight_signs(conv), str):
-            continue
-        blk.binary_conv = PackedConv2d(conv, shift=blk.move0, bn=blk.bn1, backend=backend)
-        blk.move0, blk.bn1 = None, None
-        report.fused[name] = "Bi-Real block: shift, sign+pack, conv, BN"
