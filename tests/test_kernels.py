@@ -726,3 +726,39 @@ def test_kernel_library_from_the_environment(monkeypatch, tmp_path):
         _native.load()
     monkeypatch.setenv("ONEBIT_KERNEL_LIBRARY", path)
     assert _native.load() is not None and backend_info()["library"] == path
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+def test_narrow_inputs_two_taps_per_word(threads):
+    """Inputs of <= 32 channels take the AVX2 kernel's two-taps-per-word layout (and the other ISAs their usual one):
+    exact dot products for odd and even kernel widths, strides 1-2, zero and +-1 padding, rows whose last pixel has
+    no right neighbour, batch > 1, and 33 channels (the usual layout) next to it."""
+    g = torch.Generator().manual_seed(threads)
+    cpu_best = backend_info()["cpu_isa"]
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for c, o, (kh, kw), s, pad, pv, (h, w) in (
+            (32, 32, (3, 3), 1, 1, 0.0, (9, 11)),
+            (32, 24, (3, 3), 2, 1, 0.0, (10, 7)),
+            (17, 9, (3, 3), 1, 1, 1.0, (5, 6)),
+            (5, 16, (2, 2), 1, 0, 0.0, (4, 5)),
+            (32, 8, (5, 5), 2, 2, -1.0, (9, 9)),
+            (1, 8, (3, 3), 1, 0, 0.0, (3, 3)),
+            (32, 40, (1, 3), 1, 1, 0.0, (6, 8)),
+            (33, 16, (3, 3), 1, 1, 0.0, (6, 6)),
+        ):
+            x, wt = torch.randn(3, c, h, w, generator=g), torch.randn(o, c, kh, kw, generator=g)
+            pw = pack_weight(wt, s, pad, pv)
+            xp = pack_activations(x, pad=pad)
+            xs = F.pad(_pm1(x).double(), (pad,) * 4, value=pv)
+            ref = F.conv2d(xs, _pm1(wt).double(), stride=s).round().to(torch.int32).permute(0, 2, 3, 1)
+            for isa in ("popcnt", "avx2"):
+                select_isa(isa)
+                _, _, dot = binary_conv(xp, pw, (h, w), want_int=True, backend="native")
+                assert torch.equal(dot, ref), (isa, c, o, kh, kw, s, pad, pv)
+    finally:
+        torch.set_num_threads(old)
+        select_isa(None)
+        assert backend_info()["isa"] == cpu_best
