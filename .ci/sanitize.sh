@@ -45,4 +45,5 @@ echo "sanitize.sh: ASan/UBSan build $lib loaded and active"
 
 # the fuzz tests on the native backend only: the torch/int8 backends run no compiled code (the main suite fuzzes them)
 ONEBIT_FUZZ_BACKENDS=native "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow and not gpu" \
-    tests/test_kernels.py tests/test_kernels_chain.py tests/test_pack.py tests/test_kernels_int8.py tests/test_packed_fuzz.py
+    tests/test_kernels.py tests/test_kernels_chain.py tests/test_kernels_bnext_chain.py tests/test_pack.py \
+    tests/test_kernels_int8.py tests/test_packed_fuzz.py

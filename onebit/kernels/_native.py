@@ -25,7 +25,7 @@ from pathlib import Path
 __all__ = ["ISA_NAMES", "ConvArgs", "KernelArgumentError", "backend_info", "check", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
-_ABI = 6  # ob_abi_version() (csrc/isa.c) of the library this module binds
+_ABI = 7  # ob_abi_version() (csrc/isa.c) of the library this module binds
 _LIBRARY_ENV = "ONEBIT_KERNEL_LIBRARY"
 _EINVAL, _ENOMEM = -1, -2  # OB_EINVAL, OB_ENOMEM of csrc/bitconv.h
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
@@ -120,6 +120,8 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.ob_conv.restype = ctypes.c_int
     lib.ob_react_block.argtypes = [ctypes.POINTER(ConvArgs), ctypes.POINTER(ConvArgs), _p, _p, _p, _i, _p, _p, _i]
     lib.ob_react_block.restype = ctypes.c_int
+    lib.ob_bnext_processor.argtypes = [ctypes.POINTER(ConvArgs), _p, _p, _p, _p, _p, _p, _i, _i, _p, _i]
+    lib.ob_bnext_processor.restype = ctypes.c_int
     lib.ob_ceiling.argtypes = [ctypes.c_int64, ctypes.c_uint64, ctypes.POINTER(ctypes.c_double)]
     lib.ob_ceiling.restype = ctypes.c_uint64
 

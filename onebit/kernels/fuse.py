@@ -11,16 +11,14 @@
 
 from __future__ import annotations
 
-import ctypes
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from onebit.kernels import _native
+from onebit.kernels import bnext_chain as _bnext_chain
 from onebit.kernels import chain as _chain
 from onebit.kernels._native import KernelArgumentError
+from onebit.kernels.bnext_chain import check_out
 from onebit.kernels.engine import (
     PackedConv2d,
     PackReport,
@@ -37,10 +35,7 @@ from onebit.kernels.engine import (
 from onebit.kernels.ops import (
     ConvEpilogue,
     PackedWeight,
-    _args_template,
     _nhwc,
-    _ptr,
-    _require_cpu,
     binary_conv,
     pack_activations,
     pack_weight,
@@ -191,6 +186,10 @@ class FusedBNextProcessor(nn.Module):
     (``ob_gate_residual``): Info-RCP ``BN₂(s ⊙ Z) + R``, ELM-Attention ``BN₂(s ⊙ Z ⊙ R) + R`` with BN₂ folded into
     ``a = g₂ s`` and ``h₂``. R = X (Info-RCP) or PReLU_a(X) through the original shortcut (ELM); 2x2-pooled at stride 2.
     The result equals the float processor up to float rounding (BN folding, the pooled mix).
+
+    On the native backend a call is one ``ob_bnext_processor`` from a plan cached per input shape (``_plans``, see
+    :mod:`onebit.kernels.bnext_chain`: the same kernels in the same order, bitwise the same results);
+    :meth:`_forward_generic` is the torch-op path (other backends and devices, shapes the kernels do not take).
     """
 
     def __init__(self, proc: nn.Module, backend: str | None = None) -> None:
@@ -250,7 +249,7 @@ class FusedBNextProcessor(nn.Module):
         self.desc = ("ELM-Attention" if self.elm else "Info-RCP") + f" {self.conv.desc}"
         self._next: FusedBNextProcessor | None = None
         self._handoff: tuple[Tensor, Tensor] | None = None
-        self._plans: dict[tuple[int, int, int], _ProcessorPlan] = {}
+        self._plans: dict[tuple[int, int, int], _bnext_chain.BNextPlan] = {}  # per input shape (n, h, w)
 
     def chain(self, nxt: FusedBNextProcessor | None) -> None:
         """Also emit the packed input of ``nxt`` (sign(out + its shift), with its border) from the tail pass, for a
@@ -286,7 +285,7 @@ class FusedBNextProcessor(nn.Module):
         xp = handoff[1] if handoff is not None and handoff[0] is x else None
         x = _check_input(x, self.conv.pw.in_channels, "fused BNext processor")
         if x.device.type == "cpu" and resolve_backend(self.backend) == "native":
-            y = self._forward_native(x, xp, out, offset)
+            y = _bnext_chain.run(self, x, xp, out, offset)  # one native call from a per-shape plan (bnext_chain.py)
             if y is not None:
                 return y
         return self._forward_generic(x, xp, out, offset)
@@ -306,7 +305,7 @@ class FusedBNextProcessor(nn.Module):
             a = self.g2.expand(n, c)
         a = a.float().contiguous()
         rn = _nhwc(r.float())
-        _check_out(out, n, oh, ow, c, offset, x.device)
+        check_out(out, n, oh, ow, c, offset, x.device)
         v = a.reshape(n, 1, 1, c) * zn
         if self.elm:
             v = v * rn
@@ -328,195 +327,12 @@ class FusedBNextProcessor(nn.Module):
             return pooled_x, self.downsample(a1)
         return pooled_x, (F.avg_pool2d(a1, 2, 2) if self.stride == 2 else a1)
 
-    def _make_plan(self, n: int, h: int, w: int) -> _ProcessorPlan:
-        """The call-invariant state for inputs ``[n, C, h, w]``, with every tensor the kernels will read by pointer
-        checked (device, dtype, contiguity, size) once here instead of on every call."""
-        conv = self.conv
-        pw = conv.pw
-        oh, ow = pw.out_size(h, w)  # raises as F.conv2d for an input smaller than the kernel
-        c, cin = pw.out_channels, pw.in_channels
-        args = _native.ConvArgs.from_buffer_copy(_args_template(pw, conv.epilogue))  # checks weights and epilogue
-        _require_cpu(conv.shift, torch.float32, cin, "processor input shift")
-        _require_cpu(self.g2, torch.float32, c, "BN2 gain")
-        _require_cpu(self.h2, torch.float32, c, "BN2 shift")
-        if self._c_residual:
-            _require_cpu(self.slope1, torch.float32, cin, "PReLU_a slope")
-        if self.recouple:
-            _require_cpu(self.lam, torch.float32, c, "lambda")
-            _require_cpu(self.one_minus_lam, torch.float32, c, "1 - lambda")
-            if self._se_linear:
-                hd = self.se_w1.shape[0]
-                _require_cpu(self.se_w1, torch.float32, hd * c, "SE weight 1")
-                _require_cpu(self.se_b1, torch.float32, hd, "SE bias 1")
-                _require_cpu(self.se_w2, torch.float32, c * hd, "SE weight 2")
-                _require_cpu(self.se_b2, torch.float32, c, "SE bias 2")
-        # The fused tail reads Z, R and the mix reference as [N, OH, OW, C]: with the C residual pass R is
-        # [N, h/2, w/2, Cin] at stride 2 (floor, as avg_pool2d), [N, h, w, Cin] else. Any other geometry (an odd
-        # input: the conv gives ceil(h/2); a residual of other width) goes the generic path, which broadcasts as the
-        # eval processor does or raises its error.
-        rh, rw = (h // 2, w // 2) if self.stride == 2 else (h, w)
-        fused = not self._c_residual or ((rh, rw) == (oh, ow) and cin == c)
-        pad = pw.padding
-        args.n, args.hp, args.wp, args.h, args.w, args.oh, args.ow = n, h + 2 * pad, w + 2 * pad, h, w, oh, ow
-        nxt = self._next
-        emit = nxt is not None and nxt.conv.shift is not None
-        if emit:
-            _require_cpu(nxt.conv.shift, torch.float32, c, "next processor's shift")  # type: ignore[union-attr]
-            emit = nxt.conv.pw.in_channels == c  # type: ignore[union-attr]
-        plan = _ProcessorPlan(
-            args=args,
-            fused=fused,
-            oh=oh,
-            ow=ow,
-            c=c,
-            cin=cin,
-            pad=pad,
-            xp_shape=(n, h + 2 * pad, w + 2 * pad, (pw.in_channels + 63) // 64),
-            shift=_ptr(conv.shift),
-            emit_pad=nxt.conv.pw.padding if emit else -1,  # type: ignore[union-attr]
-            emit_t=_ptr(nxt.conv.shift) if emit else None,  # type: ignore[union-attr]
-            slope1=self.slope1.data_ptr() if self._c_residual else 0,
-            lam=self.lam.data_ptr() if self.recouple else 0,
-            one_minus_lam=self.one_minus_lam.data_ptr() if self.recouple else 0,
-            se=(
-                (
-                    self.se_w1.shape[0],
-                    self.se_w1.data_ptr(),
-                    self.se_b1.data_ptr(),
-                    self.se_w2.data_ptr(),
-                    self.se_b2.data_ptr(),
-                )
-                if self.recouple and self._se_linear
-                else None
-            ),  # fmt: skip
-            g2=self.g2.data_ptr(),
-            h2=self.h2.data_ptr(),
-        )
-        if len(self._plans) >= 64:  # many input shapes (e.g. a fuzzer): keep the cache bounded
-            self._plans.clear()
-        self._plans[(n, h, w)] = plan
-        return plan
-
-    def _forward_native(self, x: Tensor, xp: Tensor | None, out: Tensor | None, offset: int) -> Tensor | None:
-        """The compiled-kernel path of :meth:`forward` (CPU, float32 ``x`` of the conv's channels, as
-        :func:`_check_input` leaves it): the same operations as the generic path, with the call-invariant work
-        (kernel arguments, shapes, pointer checks) done once per input shape. ``None`` (nothing done) for a shape
-        whose residual does not match the conv output: the generic path then does what the eval processor does."""
-        lib = _native.load()
-        n, _, h, w = x.shape
-        plan = self._plans.get((n, h, w)) or self._make_plan(n, h, w)
-        if not plan.fused:
-            return None
-        if xp is not None and (xp.shape != plan.xp_shape or xp.dtype != torch.int64 or not xp.is_contiguous()):
-            xp = None  # not bits of this layout (a handoff always is): pack again
-        oh, ow, c = plan.oh, plan.ow, plan.c
-        thr = torch.get_num_threads()
-        if self._c_residual:
-            xn = _nhwc(x)  # held: the kernels read it
-            cin = x.shape[1]
-            rh, rw = (h // 2, w // 2) if self.stride == 2 else (h, w)
-            want_px = self.stride == 2 and self.recouple and not self.mix_residual
-            # r and px (when wanted) in one allocation
-            rpx = torch.empty(2 if want_px else 1, n, rh, rw, cin, dtype=torch.float32)
-            r = rpx[0]
-            px = rpx[1] if want_px else None
-            _native.check(
-                lib.ob_elm_residual(  # type: ignore[union-attr]
-                    xn.data_ptr(), n, h, w, cin, plan.slope1, self.stride, _ptr(px), r.data_ptr(), thr
-                ),
-                "ob_elm_residual",
-            )
-            pooled_x = x if px is None else px.permute(0, 3, 1, 2)
-            r = r.permute(0, 3, 1, 2)
-        else:
-            pooled_x, r = self._residual(x)
-            want = (n, c, oh, ow)
-            if r.shape != want or (self.recouple and not self.mix_residual and pooled_x.shape != want):
-                return None  # broadcast or refused by the generic path, as by the eval processor
-        if xp is None:
-            xp = torch.zeros(plan.xp_shape, dtype=torch.int64)
-            xn = _nhwc(x)  # held: the kernel reads it
-            _native.check(
-                lib.ob_pack_nhwc(  # type: ignore[union-attr]
-                    xn.data_ptr(), plan.shift, n, h, w, plan.cin, plan.pad, plan.pad, plan.xp_shape[3],
-                    xp.data_ptr(), thr,
-                ),
-                "ob_pack_nhwc",
-            )  # fmt: skip
-        zn = torch.empty(n, oh, ow, c, dtype=torch.float32)  # Z = PReLU_b(BN1(conv)), NHWC
-        args = _native.ConvArgs.from_buffer_copy(plan.args)
-        args.x, args.out_f, args.nthreads = xp.data_ptr(), zn.data_ptr(), thr
-        _native.check(lib.ob_conv(ctypes.byref(args)), "ob_conv")  # type: ignore[union-attr]
-        if self.recouple:
-            ref = r if self.mix_residual else pooled_x
-            se = plan.se
-            hd = se[0] if se is not None else 0
-            # the pooled mix m, the gate a and the SE hidden layer in one allocation
-            scratch = torch.empty(2 * n * c + n * hd, dtype=torch.float32)
-            m, a = scratch[: n * c].view(n, c), scratch[n * c : 2 * n * c].view(n, c)
-            refn = _nhwc(ref.float())  # held: the kernel reads it; [N, OH, OW, C] (checked above)
-            _native.check(
-                lib.ob_mix_mean(  # type: ignore[union-attr]
-                    refn.data_ptr(), zn.data_ptr(), n, oh * ow, c, plan.lam, plan.one_minus_lam, m.data_ptr(), thr
-                ),
-                "ob_mix_mean",
-            )  # fmt: skip
-            if se is not None:  # one C pass: both products, ReLU, sigmoid, BN2's gain
-                _native.check(
-                    lib.ob_se_gate(  # type: ignore[union-attr]
-                        m.data_ptr(), n, c, hd, se[1], se[2], se[3], se[4], plan.g2, a.data_ptr(),
-                        a.data_ptr() + 4 * n * c, thr,
-                    ),
-                    "ob_se_gate",
-                )  # fmt: skip
-            else:
-                a = (self._se_gate(m) * self.g2).float().contiguous()
-                if a.shape != (n, c):
-                    raise KernelArgumentError(f"SE gate gave {tuple(a.shape)} for [{n}, {c}] pooled vectors")
-        else:
-            a = self.g2.expand(n, c).contiguous()
-        rn = _nhwc(r.float())
-        _check_out(out, n, oh, ow, c, offset, x.device)
-        dst = torch.empty(n, oh, ow, c, dtype=torch.float32) if out is None else out
-        bits, pad = None, 0
-        if plan.emit_pad >= 0 and out is None:
-            pad = plan.emit_pad
-            bits = torch.zeros(n, oh + 2 * pad, ow + 2 * pad, (c + 63) // 64, dtype=torch.int64)
-        _native.check(
-            lib.ob_gate_residual(  # type: ignore[union-attr]
-                zn.data_ptr(), rn.data_ptr(), n, oh, ow, c, a.data_ptr(), plan.h2, int(self.elm),
-                dst.data_ptr() + 4 * offset, dst.shape[3], plan.emit_t if bits is not None else None, _ptr(bits), pad,
-                (c + 63) // 64, 0, thr,
-            ),
-            "ob_gate_residual",
-        )  # fmt: skip
-        y = dst.permute(0, 3, 1, 2)
-        if bits is not None:
-            self._next.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
-        return y
-
     def pack_description(self) -> str:
         """The line of this module in the pack report."""
         return f"fused processor {self.desc}"
 
     def extra_repr(self) -> str:
         return f"{self.desc}, stride={self.stride}, recouple={self.recouple}"
-
-
-def _check_out(out: Tensor | None, n: int, oh: int, ow: int, c: int, offset: int, device: torch.device) -> None:
-    if out is not None and (
-        out.dim() != 4
-        or out.shape[:3] != (n, oh, ow)
-        or offset < 0
-        or offset + c > out.shape[3]
-        or not out.is_contiguous()
-        or out.dtype != torch.float32
-        or out.device != device
-    ):
-        raise KernelArgumentError(
-            f"out {out.dtype} {tuple(out.shape)} on {out.device} cannot take {c} channels at {offset} of "
-            f"[{n}, {oh}, {ow}, ·] (contiguous float32 on {device})"
-        )
 
 
 def _broadcast_residual(res: Tensor, size: tuple[int, int]) -> Tensor:
@@ -530,30 +346,6 @@ def _broadcast_residual(res: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(full) != (n, c, *size):  # a residual larger than the conv output (not produced by these blocks)
         raise KernelArgumentError(f"residual {tuple(res.shape)} is larger than the conv output {size}")
     return res.expand(full)
-
-
-@dataclass
-class _ProcessorPlan:
-    """Call-invariant native-path state of one :class:`FusedBNextProcessor` for one input shape."""
-
-    args: _native.ConvArgs  # the conv's kernel arguments but input, output and thread count
-    fused: bool  # the fused kernels take this shape (else the generic path runs: broadcasting, the eval's errors)
-    oh: int
-    ow: int
-    c: int
-    cin: int
-    pad: int  # the conv's padding (border of its packed input)
-    xp_shape: tuple[int, int, int, int]  # packed input with the conv's border
-    shift: int | None  # the conv's input shift (sign+pack when no producer handed the bits over)
-    emit_pad: int  # border of the next processor's packed input emitted by the tail pass; -1: none
-    emit_t: int | None  # the next processor's shift
-    # data pointers of the buffers the kernels read (checked in _make_plan; plans are dropped when buffers move)
-    slope1: int  # PReLU_a slope (0: no C residual pass)
-    lam: int  # λ and 1 - λ (0: no recoupling)
-    one_minus_lam: int
-    se: tuple[int, int, int, int, int] | None  # (hidden width, w1, b1, w2, b2) of the linear SE gate, or None
-    g2: int  # BN2 gain and shift
-    h2: int
 
 
 class FusedBNextBlock(nn.Module):

@@ -1,9 +1,9 @@
 /* Packed XOR-popcount binary convolution kernels with a plain C ABI (loaded with ctypes by onebit/kernels/_native.py):
  * the shared header of the translation units of the one library onebit.kernels._bitconv (isa.c: ISA detection and
  * selection; pack.c: sign + pack; bnext.c: the BNext float passes; conv.c: epilogue, conv kernels and ob_conv;
- * chain.c: a ReActNet-A block in one call; ceiling.c: the popcount ceiling benchmark). It holds the includes, the
- * ISA/OpenMP macros, ob_conv_args, the prototypes of the exported entry points and the static inline helpers that
- * more than one file uses.
+ * chain.c: a ReActNet-A block in one call; bnext_chain.c: a BNext processor in one call; ceiling.c: the popcount
+ * ceiling benchmark). It holds the includes, the ISA/OpenMP macros, ob_conv_args, ob_bnext_args, the prototypes of
+ * the exported entry points and the static inline helpers that more than one file uses.
  *
  * Layouts (all row-major, NHWC):
  *   activations  uint64 [N, Hp, Wp, K]: channels packed along the last axis, bit c%64 of word c/64 = (x_c + t_c >= 0);
@@ -83,6 +83,26 @@ typedef struct {
     int32_t nthreads;
 } ob_conv_args;
 
+/* The call-invariant arguments of a BNext processor beyond its conv (ob_bnext_processor, bnext_chain.c; mirrored by
+ * BNextArgs in onebit/kernels/bnext_chain.py: field order and types must match). Channels: Cin = the conv's c,
+ * C = its o. */
+typedef struct {
+    int32_t elm;                    /* tail: 1 ELM-Attention a Z R + h2 + R; 0 Info-RCP a Z + h2 + R */
+    int32_t residual;               /* R: 0 the input x (stride 1); 1 ob_elm_residual of x with slope (PReLU, the
+                                       2x2 pool at stride 2); 2 the caller's r */
+    const float *slope;             /* [Cin]: the PReLU slope of residual 1 (all ones: the plain 2x2 pool) */
+    const float *shift;             /* [Cin] or NULL: the input shift of the sign+pack */
+    int32_t recouple;               /* the pooled lambda-mix and the SE gate (else the gate is g2) */
+    int32_t mix_residual;           /* the mix reference: 1 R; 0 x (stride 1), its 2x2 pool (residual 1, stride 2)
+                                       or the caller's ref (residual 2) */
+    const float *lam, *oml;         /* [C] lambda and 1 - lambda (recouple) */
+    int32_t hd;                     /* SE hidden width (recouple) */
+    const float *w1, *b1, *w2, *b2; /* SE: w1 [HD, C], b1 [HD], w2 [C, HD], b2 [C] (recouple) */
+    const float *g2, *h2;           /* [C] BN2 gain and shift */
+    const float *thresh;            /* [C] or NULL: the next processor's shift (emitted bits) */
+    int32_t bpad;                   /* border of the emitted bits */
+} ob_bnext_args;
+
 /* ------------------------------------------------------------------------------------------------ entry points */
 #define OB_OK 0
 #define OB_EINVAL (-1) /* a bad argument: nothing was touched */
@@ -110,6 +130,10 @@ int ob_se_gate(const float *p, int32_t n, int32_t c, int32_t hd, const float *w1
                const float *b2, const float *g, float *a, float *hidden, int32_t nthreads);
 /* conv.c */
 int ob_conv(const ob_conv_args *a);
+/* bnext_chain.c */
+int ob_bnext_processor(const ob_conv_args *conv, const ob_bnext_args *p, const float *x, const uint64_t *xp,
+                       const float *r, const float *ref, float *out, int32_t ldo, int32_t offset, uint64_t *bits,
+                       int32_t nthreads);
 /* chain.c */
 int ob_react_block(const ob_conv_args *c1, const ob_conv_args *c2, const float *x, const float *shift,
                    const uint64_t *xp, int32_t stride, float *out, uint64_t *bits, int32_t nthreads);
