@@ -14,11 +14,13 @@
 
 from onebit.kernels import fuse, fuse_resnet  # noqa: F401  (register the model fusers of pack_)
 from onebit.kernels._native import KernelArgumentError, backend_info, select_isa
+from onebit.kernels.batch import BatchRunner
 from onebit.kernels.engine import PackConfig, PackedConv2d, PackReport, pack_
 from onebit.kernels.fuse import FusedReActBlock
 from onebit.kernels.pack import pack_bits, packed_length, to_bits, unpack_bits
 
 __all__ = [
+    "BatchRunner",
     "FusedReActBlock",
     "KernelArgumentError",
     "PackConfig",

@@ -4,8 +4,11 @@
 :func:`time_variants`, :func:`cpu_info`).
 
 The fp32 baseline is the fastest honest float eval of the same model: every binary conv's weight binarized once up
-front (a plain conv over ``torch.sign(x)``, one op), ``torch.inference_mode``, NCHW or channels_last, whichever is
-faster. Timings are medians of repeats after warm-up, the variants interleaved so that machine load hits all alike.
+front (a plain conv over ``torch.sign(x)``, one op), ``torch.inference_mode``, NCHW or channels_last, and for a batch
+also run in chunks of a few images (:class:`~onebit.kernels.batch.BatchRunner`, the same work sharing the packed
+model gets), whichever is faster. The packed model of a batch runs through a
+:class:`~onebit.kernels.batch.BatchRunner` (:func:`packed_copy` with ``images_per_chunk``). Timings are medians of
+repeats after warm-up, the variants interleaved so that machine load hits all alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 from onebit.binarize import ProgressiveSign, set_temperature
 from onebit.kernels import pack_
 from onebit.kernels._native import backend_info
+from onebit.kernels.batch import DEFAULT_IMAGES_PER_CHUNK, BatchRunner
 from onebit.kernels.engine import PackReport
 from onebit.layers.binary import BinaryConv2d
 
@@ -37,6 +41,9 @@ __all__ = [
     "fast_float_model",
     "fastest",
     "float_variants",
+    "FP32_CHUNKS",
+    "fp32_chunk_sizes",
+    "fp32_layout",
     "harden_",
     "packed_copy",
     "time_variants",
@@ -132,7 +139,16 @@ def _block_names(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _per_layer(model: nn.Module, x: Tensor, repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each block over ``repeats`` forwards (forward hooks; blocks run sequentially)."""
+    """Median wall time (ms) of each block over ``repeats`` forwards (forward hooks; blocks run sequentially).
+
+    For a :class:`~onebit.kernels.batch.BatchRunner` the blocks are those of the wrapped model, run on the runner's
+    chunks one after the other with all threads (a block's time is its sum over the chunks of a forward): with
+    concurrent workers the blocks of different images overlap and have no time of their own."""
+    parts: tuple[Tensor, ...] = (x,)
+    if isinstance(model, BatchRunner):
+        parts = x.split(model.images_per_chunk) if x.shape[0] else (x,)
+        model = model.model
+    acc: dict[str, float] = {}
     times: dict[str, list[float]] = {}
     handles = []
     starts: dict[str, float] = {}
@@ -142,13 +158,17 @@ def _per_layer(model: nn.Module, x: Tensor, repeats: int) -> dict[str, float]:
             starts[name] = time.perf_counter()
 
         def post(_m, _i, _o, name=name):
-            times.setdefault(name, []).append(time.perf_counter() - starts[name])
+            acc[name] = acc.get(name, 0.0) + time.perf_counter() - starts[name]
 
         handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
     try:
         with torch.inference_mode():
             for _ in range(repeats):
-                model(x)
+                acc.clear()
+                for p in parts:
+                    model(p)
+                for k, v in acc.items():
+                    times.setdefault(k, []).append(v)
     finally:
         for h in handles:
             h.remove()
@@ -164,13 +184,31 @@ def harden_(model: nn.Module) -> bool:
     return False
 
 
-def float_variants(model: nn.Module, x: Tensor, *, bf16: bool | None = None) -> dict[str, Callable[[], Tensor]]:
+#: chunk sizes of the chunked fp32 variants (those below the batch size): see :func:`float_variants`.
+FP32_CHUNKS = (1, 8, 16)
+
+
+def fp32_chunk_sizes(batch: int, chunks: tuple[int, ...] = FP32_CHUNKS) -> tuple[int, ...]:
+    """The chunk sizes among ``chunks`` that split a batch of ``batch`` images (smaller than it)."""
+    return tuple(sorted({c for c in chunks if 1 <= c < batch}))
+
+
+def float_variants(
+    model: nn.Module, x: Tensor, *, bf16: bool | None = None, chunks: tuple[int, ...] = ()
+) -> dict[str, Callable[[], Tensor]]:
     """The float forwards of ``model`` (eval) on ``x``: ``fp32`` (NCHW), ``fp32_channels_last`` and, when
-    ``bf16`` (default: :func:`bf16_available`), ``bf16`` (channels_last), each over :func:`fast_float_model`."""
+    ``bf16`` (default: :func:`bf16_available`), ``bf16`` (channels_last), each over :func:`fast_float_model`;
+    for each ``c`` in ``chunks`` below the batch size also ``fp32_chunk{c}`` and ``fp32_channels_last_chunk{c}``:
+    the same models run through a :class:`~onebit.kernels.batch.BatchRunner` of ``c`` images per chunk (its
+    rule: concurrent workers with one thread each when there are several threads)."""
     fp32 = fast_float_model(model)
     fp32_cl = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     variants: dict[str, Callable[[], Tensor]] = {"fp32": lambda: fp32(x), "fp32_channels_last": lambda: fp32_cl(x_cl)}
+    for c in fp32_chunk_sizes(x.shape[0], chunks):
+        run, run_cl = BatchRunner(fp32, c), BatchRunner(fp32_cl, c)
+        variants[f"fp32_chunk{c}"] = lambda run=run: run(x)  # type: ignore[misc]
+        variants[f"fp32_channels_last_chunk{c}"] = lambda run=run_cl: run(x_cl)  # type: ignore[misc]
     if bf16_available() if bf16 is None else bf16:
         bf = copy.deepcopy(fp32).to(torch.bfloat16).to(memory_format=torch.channels_last)
         xb = x_cl.to(torch.bfloat16)
@@ -178,10 +216,15 @@ def float_variants(model: nn.Module, x: Tensor, *, bf16: bool | None = None) -> 
     return variants
 
 
-def packed_copy(model: nn.Module, backend: str | None = None) -> tuple[nn.Module, PackReport]:
-    """An eval copy of ``model`` with its binary convs packed (:func:`onebit.kernels.pack_`), and the pack report."""
+def packed_copy(
+    model: nn.Module, backend: str | None = None, *, images_per_chunk: int | None = None
+) -> tuple[nn.Module, PackReport]:
+    """An eval copy of ``model`` with its binary convs packed (:func:`onebit.kernels.pack_`), and the pack report.
+    With ``images_per_chunk`` the copy is wrapped in a :class:`~onebit.kernels.batch.BatchRunner` of that chunk
+    size (batch throughput; the packed model is its ``.model``)."""
     packed = copy.deepcopy(model).eval()
-    return packed, pack_(packed, backend=backend)  # type: ignore[arg-type]
+    report = pack_(packed, backend=backend)  # type: ignore[arg-type]
+    return (packed if images_per_chunk is None else BatchRunner(packed, images_per_chunk)), report
 
 
 def time_variants(
@@ -215,9 +258,25 @@ def time_variants(
     return wall, cpu
 
 
-def fastest(latency_ms: dict[str, float], names: tuple[str, ...] = ("fp32", "fp32_channels_last")) -> str:
-    """The name among ``names`` (those present) with the lowest latency: the "fastest fp32" of the tables."""
-    return min((k for k in names if k in latency_ms), key=lambda k: latency_ms[k])
+def fastest(latency_ms: dict[str, float], names: tuple[str, ...] | None = None) -> str:
+    """The name among ``names`` (those present; default: every ``fp32`` variant, ``fp32`` and ``fp32_*``, chunked
+    ones included) with the lowest latency: the "fastest fp32" of the tables."""
+    keys = [k for k in latency_ms if k == "fp32" or k.startswith("fp32_")] if names is None else names
+    return min((k for k in keys if k in latency_ms), key=lambda k: latency_ms[k])
+
+
+def fp32_layout(variant: str) -> tuple[str, int | None]:
+    """``(layout, images per chunk or None)`` of an fp32 variant name of :func:`float_variants`, e.g.
+    ``"fp32_channels_last_chunk8"`` -> ``("fp32_channels_last", 8)``."""
+    base, _, chunk = variant.partition("_chunk")
+    return base, (int(chunk) if chunk else None)
+
+
+def _packed_config(packed: nn.Module, batch: int, threads: int) -> dict:
+    """How the packed model of a benchmark ran a batch (:meth:`BatchRunner.describe`; one call without a runner)."""
+    if isinstance(packed, BatchRunner):
+        return packed.describe(batch, threads)
+    return {"images_per_chunk": None, "chunks": 1, "workers": 1, "kernel_threads": threads}
 
 
 def bench_model(
@@ -233,6 +292,8 @@ def bench_model(
     backend: str | None = None,
     hard_sign: bool = True,
     fp32: bool = True,
+    images_per_chunk: int | None = DEFAULT_IMAGES_PER_CHUNK,
+    fp32_chunks: tuple[int, ...] = FP32_CHUNKS,
 ) -> dict:
     """Time fp32 (fastest of NCHW/channels_last), packed and bf16 forwards of ``model``.
 
@@ -246,12 +307,17 @@ def bench_model(
         hard_sign: set progressive (BNext) weight binarizers below their threshold first, the deployed state of
             a trained model (a still-soft binarizer would keep those layers in float).
         fp32: time the float variants too; ``False`` times the packed model only (no ratios, no logit check).
+        images_per_chunk: the packed model runs through a :class:`~onebit.kernels.batch.BatchRunner` of this chunk
+            size (a batch of at most this many images is one call of the packed model); ``None``: the whole batch
+            in one call.
+        fp32_chunks: chunk sizes of the chunked fp32 variants (those below ``batch``; see :func:`float_variants`).
 
     Returns:
         A JSON-ready dict: ``latency_ms`` per variant (wall clock), ``cpu_time_ms`` (process CPU time),
         ``images_per_s`` (batch / median wall clock), ``speedup`` (fp32 / packed, fp32 / bf16, wall clock; empty
-        without fp32), ``fp32_best`` (``None`` without fp32), ``per_layer_ms``, ``pack_report``, ``backend``, the
-        settings and the machine.
+        without fp32), ``fp32_best`` (the fastest fp32 variant, ``None`` without fp32), ``packed_config`` (chunk
+        size, chunks, workers, kernel threads the packed model ran with), ``per_layer_ms``, ``pack_report``,
+        ``backend``, the settings and the machine.
     """
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -259,8 +325,8 @@ def bench_model(
         model = copy.deepcopy(model).eval()
         hardened = hard_sign and harden_(model)
         x = torch.randn(batch, in_chans, resolution, resolution, generator=torch.Generator().manual_seed(0))
-        packed, report = packed_copy(model, backend)
-        floats = float_variants(model, x) if fp32 else {}
+        packed, report = packed_copy(model, backend, images_per_chunk=images_per_chunk)
+        floats = float_variants(model, x, chunks=fp32_chunks) if fp32 else {}
         variants: dict[str, Callable[[], Tensor]] = {**floats, "packed": lambda: packed(x)}
         with torch.inference_mode():
             samples, cpu = time_variants(variants, warmup=warmup, repeats=repeats)  # type: ignore[arg-type]
@@ -281,6 +347,7 @@ def bench_model(
             "latency_min_ms": {k: min(v) * 1e3 for k, v in samples.items()},
             "cpu_time_min_ms": {k: min(v) * 1e3 for k, v in cpu.items()},
             "fp32_best": best_fp32,
+            "packed_config": _packed_config(packed, batch, threads),
             "hard_sign_applied": hardened,
             "speedup": {} if best_fp32 is None else {"packed_vs_fp32": lat[best_fp32] / lat["packed"]},
             "max_abs_logit_diff": diff,
@@ -294,11 +361,14 @@ def bench_model(
             reps = max(3, repeats // 2)
             result["per_layer_ms"] = {"packed": _per_layer(packed, x, reps)}
             if best_fp32 is not None:
-                fmodel = fast_float_model(model)
+                layout, chunk = fp32_layout(best_fp32)
+                fmodel: nn.Module = fast_float_model(model)
                 fx = x
-                if best_fp32 == "fp32_channels_last":
+                if layout == "fp32_channels_last":
                     fmodel = fmodel.to(memory_format=torch.channels_last)
                     fx = x.contiguous(memory_format=torch.channels_last)
+                if chunk is not None:
+                    fmodel = BatchRunner(fmodel, chunk)
                 result["per_layer_ms"] = {"fp32": _per_layer(fmodel, fx, reps), **result["per_layer_ms"]}
         return result
     finally:
