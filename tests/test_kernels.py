@@ -730,10 +730,9 @@ def test_kernel_library_from_the_environment(monkeypatch, tmp_path):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2])
-def test_narrow_inputs_two_taps_per_word(threads):
-    """Inputs of <= 32 channels take the AVX2 kernel's two-taps-per-word layout (and the other ISAs their usual one):
-    exact dot products for odd and even kernel widths, strides 1-2, zero and +-1 padding, rows whose last pixel has
-    no right neighbour, batch > 1, and 33 channels (the usual layout) next to it."""
+def test_narrow_inputs_exact_on_every_isa(threads):
+    """Inputs of <= 32 channels (one half-empty word a pixel): exact dot products on the POPCNT and AVX2 kernels for
+    odd and even kernel widths, strides 1-2, zero and +-1 padding, batch > 1, and 33 channels next to it."""
     g = torch.Generator().manual_seed(threads)
     cpu_best = backend_info()["cpu_isa"]
     old = torch.get_num_threads()

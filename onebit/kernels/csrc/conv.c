@@ -247,10 +247,7 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
 }
 
 /* one word j of the receptive field for P pixels and 8 channels (AVX2 inner loop) */
-#define OB_AVX2_STEP const int32_t xo = OB_AVX2_XOFF(j); const __m256i wl0 = _mm256_load_si256((const __m256i *)(wl + j * 16)); const __m256i wl1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 4)); const __m256i wh0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 8)); const __m256i wh1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 12)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][xo]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][xo + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
-/* The split-word offset of step j within a kernel row: word j's (lo, hi) pair; with PAIR (C <= 32, see
- * ob_conv_avx2) the pair word of taps (2j, 2j + 1) for j < KW / 2 and the single word of tap KW - 1 for odd KW. */
-#define OB_AVX2_XOFF(j) (PAIR ? ((j) < a->kw / 2 ? 8 * (j) : 4 * (a->kw - 1) + 2) : 2 * (j))
+#define OB_AVX2_STEP const __m256i wl0 = _mm256_load_si256((const __m256i *)(wl + j * 16)); const __m256i wl1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 4)); const __m256i wh0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 8)); const __m256i wh1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 12)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
 #define OB_AVX2_STORE_DOTS                                                                                      \
     {                                                                                                           \
         /* the low 32 bits of the 8 64-bit counts, in channel order */                                          \
@@ -261,13 +258,10 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
 
 /* AVX2: 4 channels (one 64-bit lane each) per 256-bit vector, two vectors per tile. Popcount by the nibble lookup
  * (vpshufb) into byte counters, emptied into 64-bit lanes with vpsadbw before a byte can overflow (<= 8 per word,
- * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap.
- * PAIR (compile-time): the two-taps-per-word layout of inputs with C <= 32 (ob_conv_avx2), ceil(KW / 2) words a row. */
+ * so every 31 words). The weight nibbles are split once up front; the input word is broadcast and split per tap. */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2(
-    const ob_conv_args *a, const uint64_t *const *xb, const uint64_t *wblk, const int P, const int PAIR,
-    int32_t dots[][OB_TILE_Q]) {
-    /* a->x holds nibble-split pairs: 2 words per packed word (PAIR: 4 words per pixel) */
-    const int32_t J = PAIR ? a->kw / 2 + (a->kw & 1) : a->kw * (a->k / 2);
+    const ob_conv_args *a, const uint64_t *const *xb, const uint64_t *wblk, const int P, int32_t dots[][OB_TILE_Q]) {
+    const int32_t J = a->kw * (a->k / 2); /* a->x holds nibble-split pairs: 2 words per packed word */
     const int32_t nbits = a->kh * a->kw * a->c;
     const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
                                          2, 3, 2, 3, 3, 4);
@@ -334,33 +328,11 @@ __attribute__((target("avx2"))) static inline void ob_split_group(const ob_conv_
     }
 }
 
-/* The PAIR layout of ob_split_group (K = 1, C <= 32): block [KH][KW][8] becomes [KH][ceil(KW / 2)][lo 8 | hi 8] with
- * word j = w[2j] | w[2j + 1] << 32 (taps 2j, 2j + 1 of the row in one word; tap KW - 1 alone for odd KW). */
-__attribute__((target("avx2"))) static inline void ob_split_group_pair(const ob_conv_args *a, uint64_t *wbuf,
-                                                                       int32_t g0, int32_t g1) {
-    const uint64_t m = 0x0F0F0F0F0F0F0F0FULL, lo32 = 0xFFFFFFFFULL;
-    const int32_t kw = a->kw, j2 = kw / 2 + (kw & 1);
-    for (int32_t ob = g0; ob < g1; ob++) {
-        for (int32_t ky = 0; ky < a->kh; ky++) {
-            const uint64_t *r = a->wq + ((int64_t)ob * a->kh + ky) * kw * OB_TILE_Q; /* [KW][8] */
-            uint64_t *d = wbuf + (((int64_t)(ob - g0) * a->kh + ky) * j2) * 2 * OB_TILE_Q;
-            for (int32_t j = 0; j < j2; j++, d += 2 * OB_TILE_Q) {
-                for (int q = 0; q < OB_TILE_Q; q++) {
-                    uint64_t v = r[2 * j * OB_TILE_Q + q] & lo32;
-                    if (2 * j + 1 < kw) v |= r[(2 * j + 1) * OB_TILE_Q + q] << 32;
-                    d[q] = v & m;
-                    d[OB_TILE_Q + q] = (v >> 4) & m;
-                }
-            }
-        }
-    }
-}
-
 /* Pixel tile `it` against the split output blocks [g0, g1) in wbuf, with the epilogue (RES, OUTF, BITS: see
  * ob_epilogue_avx2). */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile_t(
     const ob_conv_args *a, const uint64_t *wbuf, int64_t blk_words, int32_t g0, int32_t g1, int64_t npix, int64_t it,
-    const int RES, const int OUTF, const int BITS, const int PAIR) {
+    const int RES, const int OUTF, const int BITS) {
     const int64_t pix0 = it * OB_TILE_P;
     const int32_t np = (npix - pix0 < OB_TILE_P) ? (int32_t)(npix - pix0) : OB_TILE_P;
     const uint64_t *xb[OB_TILE_P];
@@ -369,30 +341,23 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2
     for (int32_t ob = g0; ob < g1; ob++) {
         int32_t dots[OB_TILE_P][OB_TILE_Q];
         const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
-        if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, PAIR, dots);
-        else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, PAIR, dots + p);
+        if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, dots);
+        else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, dots + p);
         ob_epilogue_avx2(a, pi, np, ob * OB_TILE_Q, dots, RES, OUTF, BITS);
     }
 }
 
 /* ob_avx2_tile_t specialised on which outputs the call has (a residual, a float output, packed bits): the combinations
- * of the fused models, and one with run-time flags; for the PAIR layout the two of the models' C <= 32 layers (the
- * ReActNet-A block's and BNext's first 3x3) and the run-time one */
+ * of the fused models, and one with run-time flags */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile(const ob_conv_args *a,
                                                                                   const uint64_t *wbuf,
                                                                                   int64_t blk_words, int32_t g0,
-                                                                                  int32_t g1, int64_t npix, int64_t it,
-                                                                                  int pair) {
+                                                                                  int32_t g1, int64_t npix, int64_t it) {
     const int res = a->res != 0, outf = a->out_f != 0, bits = a->out_bits != 0;
-    if (pair) {
-        if (res && outf && bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 1, 1);
-        else if (!res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 0, 1, 0, 1);
-        else ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, res, outf, bits, 1);
-    }
-    else if (res && outf && bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 1, 0); /* ReActNet */
-    else if (res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 0, 0);
-    else if (!res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 0, 1, 0, 0); /* BNext */
-    else ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, res, outf, bits, 0);                 /* the rest */
+    if (res && outf && bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 1); /* ReActNet blocks */
+    else if (res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 1, 1, 0);
+    else if (!res && outf && !bits) ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, 0, 1, 0); /* BNext */
+    else ob_avx2_tile_t(a, wbuf, blk_words, g0, g1, npix, it, res, outf, bits);                 /* the rest */
 }
 
 /* The tile loop of the AVX2 kernel, which reads the weights nibble-split: a thread splits the group of output
@@ -401,12 +366,11 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2
  * Work is shared by groups when there are enough of them (each group split once, no barrier per group, even
  * shares on small feature maps: 7x7, 14x14), else by pixel tiles within each group (few, wide-output layers). */
 __attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_conv_args *a, uint64_t *wbuf_all,
-                                                                       int64_t group_words, int32_t group, int pair) {
+                                                                       int64_t group_words, int32_t group) {
     const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;
     const int64_t npix = (int64_t)a->n * a->oh * a->ow;
     const int64_t tiles = (npix + OB_TILE_P - 1) / OB_TILE_P;
-    /* packed words of one block: in wq, and half of its split copy (PAIR: ceil(KW / 2) words a kernel row) */
-    const int64_t blk_words = (int64_t)a->kh * (pair ? a->kw / 2 + (a->kw & 1) : a->kw * (a->k / 2)) * OB_TILE_Q;
+    const int64_t blk_words = (int64_t)a->kh * a->kw * (a->k / 2) * OB_TILE_Q; /* words of one block in wq */
     const int32_t ngroups = (o8 + group - 1) / group;
     const int by_group = a->nthreads > 1 && ngroups >= 4 * a->nthreads;
 #pragma omp parallel num_threads(a->nthreads)
@@ -420,17 +384,15 @@ __attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_c
 #pragma omp for schedule(dynamic, 1)
             for (int32_t gi = 0; gi < ngroups; gi++) {
                 const int32_t g0 = gi * group, g1 = (o8 - g0 < group) ? o8 : g0 + group;
-                if (pair) ob_split_group_pair(a, wbuf, g0, g1);
-                else ob_split_group(a, wbuf, blk_words, g0, g1);
-                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it, pair);
+                ob_split_group(a, wbuf, blk_words, g0, g1);
+                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
             }
         } else {
             for (int32_t g0 = 0; g0 < o8; g0 += group) {
                 const int32_t g1 = (o8 - g0 < group) ? o8 : g0 + group;
-                if (pair) ob_split_group_pair(a, wbuf, g0, g1);
-                else ob_split_group(a, wbuf, blk_words, g0, g1);
+                ob_split_group(a, wbuf, blk_words, g0, g1);
 #pragma omp for schedule(static)
-                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it, pair);
+                for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
             }
         }
     }
@@ -438,18 +400,10 @@ __attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_c
 
 /* The AVX2 kernel reads the input split into nibbles (low, high) word pairs: one pass over the input (small next
  * to the convolution's work) saves the split on every (pixel, word, output block) in the inner loop. Returns 0 when
- * the temporary buffer cannot be allocated.
- *
- * Inputs of at most 32 channels (one half-empty word a pixel: ReActNet-A's and BNext's first binary 3x3, at
- * 112x112) use the PAIR layout instead: per pixel x of a row the word O(x) and the pair word O(x) | O(x + 1) << 32
- * (taps x and x + 1 of a kernel row in one word), both split, and weights paired the same way (ob_split_group_pair):
- * a 3x3 row costs two words instead of three, with the same integer dot products (bits above C are zero on both
- * sides, so a word's popcount is the sum of its two taps'). */
+ * the temporary buffer cannot be allocated. */
 __attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_args *a) {
     const int64_t words = (int64_t)a->n * a->hp * a->wp * a->k;
-    const int32_t j2 = a->kw / 2 + (a->kw & 1);
-    const int pair = a->k == 1 && a->c <= 32 && a->kw >= 2 && a->kh * j2 <= 31;
-    const int64_t blk_words = (int64_t)a->kh * (pair ? j2 : a->kw * a->k) * OB_TILE_Q;
+    const int64_t blk_words = (int64_t)a->kh * a->kw * a->k * OB_TILE_Q;
     const int32_t o8 = (a->o + OB_TILE_Q - 1) / OB_TILE_Q;
     int32_t group = blk_words * 16 >= OB_SPLIT_GROUP_BYTES ? 1 : (int32_t)(OB_SPLIT_GROUP_BYTES / (blk_words * 16));
     if (group > o8) group = o8;
@@ -457,36 +411,22 @@ __attribute__((target("avx2,popcnt"))) static int ob_conv_avx2(const ob_conv_arg
     const int32_t nthr = a->nthreads > 0 ? a->nthreads : 1;
     uint64_t *wbuf = (uint64_t *)aligned_alloc(32, (size_t)(group_words * nthr) * sizeof(uint64_t));
     if (!wbuf) return 0;
-    uint64_t *xs = (uint64_t *)malloc((size_t)((pair ? 4 : 2) * words + 4) * sizeof(uint64_t));
+    uint64_t *xs = (uint64_t *)malloc((size_t)(2 * words + 4) * sizeof(uint64_t));
     if (!xs) {
         free(wbuf);
         return 0;
     }
     const uint64_t m = 0x0F0F0F0F0F0F0F0FULL;
-    if (pair) {
-        const uint64_t lo32 = 0xFFFFFFFFULL;
 #pragma omp parallel for schedule(static) num_threads(a->nthreads)
-        for (int64_t i = 0; i < words; i++) { /* K = 1: word i is pixel i; its right neighbour in the row, if any */
-            const uint64_t v = a->x[i] & lo32;
-            const uint64_t u = (i + 1) % a->wp ? a->x[i + 1] & lo32 : 0;
-            const uint64_t pv = v | u << 32;
-            xs[4 * i] = pv & m;
-            xs[4 * i + 1] = (pv >> 4) & m;
-            xs[4 * i + 2] = v & m;
-            xs[4 * i + 3] = (v >> 4) & m;
-        }
-    } else {
-#pragma omp parallel for schedule(static) num_threads(a->nthreads)
-        for (int64_t i = 0; i < words; i++) {
-            const uint64_t v = a->x[i];
-            xs[2 * i] = v & m;
-            xs[2 * i + 1] = (v >> 4) & m;
-        }
+    for (int64_t i = 0; i < words; i++) {
+        const uint64_t v = a->x[i];
+        xs[2 * i] = v & m;
+        xs[2 * i + 1] = (v >> 4) & m;
     }
     ob_conv_args s = *a;
     s.x = xs;
-    s.k = pair ? 4 : 2 * a->k;
-    ob_conv_avx2_split(&s, wbuf, group_words, group, pair);
+    s.k = 2 * a->k;
+    ob_conv_avx2_split(&s, wbuf, group_words, group);
     free(xs);
     free(wbuf);
     return 1;
