@@ -330,3 +330,48 @@ def test_no_grad_and_eval_use_the_module_path():
     with torch.no_grad():
         assert torch.isfinite(model(x)).all()
     assert F.cross_entropy(b, torch.zeros(2, dtype=torch.long)).isfinite()
+
+
+# ------------------------------------------------------------------------------------- GEMM weight gradient (CPU)
+@pytest.mark.parametrize("name", ["reactnet_a", "bnext_tiny", "bnext_18"])
+def test_gemm_weight_grad_models_float64(name, monkeypatch):
+    """Every k x k binary conv of the narrow models through the im2col + GEMM weight gradient: the three paths agree."""
+    import onebit.layers.fused as fused
+
+    monkeypatch.setattr(fused, "GEMM_WEIGHT_GRAD_MIN_TAPS", 1)
+    model, x = _model(name), _x()
+    out_l, g_l = _step(model, x, "lean")
+    out_m, g_m = _step(model, x, "module")
+    out_r, g_r = _step(model, x, "reference")
+    assert torch.equal(out_l, out_m)
+    _assert_grads_close(g_l, g_m, rtol=1e-10, atol=1e-12)
+    _assert_grads_close(g_l, g_r, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("input_binarizer", ["ste_sign", "approx_sign"])
+@pytest.mark.parametrize(
+    ("cin", "k", "stride", "padding", "size"),
+    [(256, 3, 1, 1, 6), (256, 3, 2, 1, 7), (64, 5, 2, 2, (9, 6)), (300, 3, 1, 0, 5)],
+)
+def test_gemm_weight_grad_layer_float64(input_binarizer, cin, k, stride, padding, size, monkeypatch):
+    """One conv above (and, patched, below) the GEMM threshold: strides, paddings, odd and non-square sizes, a shift
+    and a bias, against the module path's autograd (float64)."""
+    import onebit.layers.fused as fused
+
+    monkeypatch.setattr(fused, "GEMM_WEIGHT_GRAD_MIN_TAPS", 64)
+    torch.manual_seed(0)
+    conv = BinaryConv2d(cin, 24, k, stride, padding, bias=True, input_binarizer=input_binarizer).to(F64)
+    h, w = (size, size) if isinstance(size, int) else size
+    x = torch.randn(3, cin, h, w, dtype=F64) * 1.5
+    shift = (torch.randn(1, cin, 1, 1, dtype=F64) * 0.1).requires_grad_()
+    assert fused._gemm_weight_grad_ok(x, conv.weight, lean_spec(conv), F64)
+    grads = {}
+    for path in ("lean", "module"):
+        conv.training_path = path
+        xx = x.clone().requires_grad_()
+        out = conv(xx, shift=shift)
+        out.square().sum().backward(inputs=[xx, shift, conv.weight, conv.bias])
+        grads[path] = [xx.grad, shift.grad.clone(), conv.weight.grad, conv.bias.grad]
+        shift.grad = conv.weight.grad = conv.bias.grad = None
+    for a, b in zip(grads["lean"], grads["module"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -13,7 +13,11 @@ multiple of the memory of its float counterpart. :class:`LeanBinaryConv2dFunctio
   recomputed in backward (a few weight-sized element-wise ops).
 
 Backward re-materialises the float sign and calls ``aten.convolution_backward`` (what autograd calls for
-``F.conv2d``), then applies the input STE, sums the gradient of the shift and masks the weight gradient.
+``F.conv2d``), then applies the input STE (in place), sums the gradient of the shift and masks the weight gradient.
+For wide k x k convs on CPU (``C_in * k * k >= GEMM_WEIGHT_GRAD_MIN_TAPS``, float32/float64, no autocast) the weight
+gradient is instead im2col + MKL GEMM over chunks of samples, gathered straight from the int8 sign (no full-size float
+sign), and the input gradient is ``conv_transpose2d``: oneDNN's backward-weights kernel is the slowest part of a
+binary network's CPU step there (``tests/test_lean.py`` checks both against autograd in float64).
 The forward is, by construction, the same arithmetic as the module path (same ops in the same order), so it is
 bit-identical in every dtype; ``tests/test_lean.py`` checks it against the module path and the official-arithmetic
 ``"reference"`` path.
@@ -169,13 +173,64 @@ def _weight_value(w: Tensor, temperature: Tensor | None, spec: LeanSpec) -> Tens
     return w
 
 
-def _encode(t: Tensor, s: Tensor, clip: float | None) -> Tensor:
+def _encode(t: Tensor, s: Tensor, clip: float | None, t_owned: bool) -> Tensor:
     """int8 code of the sign and the STE window: sign inside |t| <= clip, 2 * sign outside (|t| > clip > 0 there,
-    so the sign is never 0 outside and the code is unambiguous)."""
+    so the sign is never 0 outside and the code is unambiguous). ``t_owned``: ``t`` is a temporary of the forward
+    that may be overwritten (saves a full-size float temporary)."""
     code = s.to(torch.int8)
     if clip is None:
         return code
-    return code.add_(code * (t.abs() > clip))
+    outside = (t.abs_() if t_owned else t.abs()) > clip
+    return code.add_(code * outside)
+
+
+#: The weight gradient of a k x k conv (k > 1) with at least this many input taps (C_in * kh * kw) is computed as
+#: im2col + one GEMM per chunk of samples (:func:`_weight_grad_gemm`): on CPU oneDNN's backward-weights kernel is
+#: markedly slower than MKL's GEMM there (512 channels: ~1.3x, 1024 channels: ~2x); below it oneDNN is as fast.
+GEMM_WEIGHT_GRAD_MIN_TAPS = 2304
+#: Elements of one im2col chunk (16 MiB in float32): bounds the transient memory of :func:`_weight_grad_gemm`.
+_COLS_BUDGET = 1 << 22
+
+
+def _gemm_weight_grad_ok(g: Tensor, weight: Tensor, spec: LeanSpec, x_dtype: torch.dtype) -> bool:
+    """Whether :func:`_weight_grad_gemm` computes this conv's weight gradient (CPU, plain 2-d conv, no autocast)."""
+    kh, kw = weight.shape[2:] if weight.dim() == 4 else (1, 1)
+    return (
+        g.device.type == "cpu"
+        and g.dim() == 4
+        and g.dtype in (torch.float32, torch.float64)
+        and g.dtype == x_dtype == weight.dtype
+        and spec.groups == 1
+        and all(d == 1 for d in spec.dilation)
+        and kh * kw > 1
+        and weight.shape[1] * kh * kw >= GEMM_WEIGHT_GRAD_MIN_TAPS
+    )
+
+
+def _weight_grad_gemm(g: Tensor, src: Tensor, kernel: tuple[int, int], spec: LeanSpec) -> Tensor:
+    """grad_W of ``conv2d(src, W)`` for the output gradient ``g``: im2col of ``src`` (any dtype; cast to g's while it
+    is gathered, so an int8 sign never becomes a full-size float tensor) and ``grad_W += g_chunk @ cols^T`` per chunk
+    of samples. The same sums as the convolution's backward, in another order."""
+    n, c_out, ho, wo = g.shape
+    c_in, h, w = src.shape[1:]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, spec.stride, spec.padding
+    src = src.contiguous()
+    xp = F.pad(src, (pw, pw, ph, ph)).contiguous() if ph or pw else src
+    hp, wp = h + 2 * ph, w + 2 * pw
+    taps = c_in * kh * kw
+    nb = max(1, min(n, _COLS_BUDGET // (taps * ho * wo)))
+    gw = g.new_zeros((c_out, taps))
+    cols_buf = torch.empty((taps * nb * ho * wo,), dtype=g.dtype, device=g.device)
+    for n0 in range(0, n, nb):
+        b = min(nb, n - n0)
+        view = xp.as_strided(
+            (c_in, kh, kw, b, ho, wo),
+            (hp * wp, wp, 1, c_in * hp * wp, sh * wp, sw),
+            xp.storage_offset() + n0 * c_in * hp * wp,
+        )
+        cols = cols_buf[: taps * b * ho * wo].view(c_in, kh, kw, b, ho, wo).copy_(view).view(taps, b * ho * wo)
+        gw.addmm_(g[n0 : n0 + b].transpose(0, 1).reshape(c_out, b * ho * wo), cols.t())
+    return gw.view(c_out, c_in, kh, kw)
 
 
 class LeanBinaryConv2dFunction(torch.autograd.Function):
@@ -192,7 +247,7 @@ class LeanBinaryConv2dFunction(torch.autograd.Function):
         wb = _weight_value(weight, temperature, spec)
         # under autocast F.conv2d casts s, wb and bias itself, as in the module path
         out = F.conv2d(s, wb, bias, spec.stride, spec.padding, spec.dilation, spec.groups)
-        saved = x if spec.input_kind == "approx" else _encode(t, s, spec.input_clip)
+        saved = x if spec.input_kind == "approx" else _encode(t, s, spec.input_clip, t_owned=shift is not None)
         ctx.save_for_backward(saved, shift, weight, temperature)
         ctx.spec, ctx.x_dtype = spec, x.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
@@ -205,34 +260,56 @@ class LeanBinaryConv2dFunction(torch.autograd.Function):
         spec: LeanSpec = ctx.spec
         need_x, need_shift, need_w, need_b = ctx.needs_input_grad[:4]
         need_in = need_x or need_shift
+        gemm = need_w and _gemm_weight_grad_ok(g, weight, spec, ctx.x_dtype)
         t = None
         if spec.input_kind == "approx":
             t = saved if shift is None else saved + shift
             s = sign(t, spec.input_zero)
+        elif gemm:
+            s = saved.clamp(-1, 1)  # int8: cast to float chunk by chunk inside the im2col
         else:
             s = saved.clamp(-1, 1).to(ctx.x_dtype)
-        wb = _weight_value(weight, temperature, spec)
-        # the conv ran in g's dtype (the autocast dtype under autocast): cast as autocast did in the forward
-        gi, gw, gb = torch.ops.aten.convolution_backward(
-            g,
-            s.to(g.dtype),
-            wb.to(g.dtype),
-            [wb.shape[0]] if ctx.bias_dtype is not None else None,
-            list(spec.stride),
-            list(spec.padding),
-            list(spec.dilation),
-            False,
-            [0] * len(spec.stride),
-            spec.groups,
-            [need_in, need_w, need_b],
-        )
+        wb = _weight_value(weight, temperature, spec) if need_in or not gemm else weight
+        if gemm:
+            gw = _weight_grad_gemm(g, s, weight.shape[2:], spec)
+            del s
+            gi = gb = None
+            if need_in:
+                out_pad = [
+                    size - (o - 1) * st + 2 * p - k
+                    for size, o, st, p, k in zip(
+                        saved.shape[2:], g.shape[2:], spec.stride, spec.padding, weight.shape[2:], strict=True
+                    )
+                ]
+                gi = F.conv_transpose2d(g, wb, None, spec.stride, spec.padding, out_pad)
+            if need_b:
+                gb = g.sum((0, 2, 3))
+        else:
+            # the conv ran in g's dtype (the autocast dtype under autocast): cast as autocast did in the forward
+            gi, gw, gb = torch.ops.aten.convolution_backward(
+                g,
+                s.to(g.dtype),
+                wb.to(g.dtype),
+                [wb.shape[0]] if ctx.bias_dtype is not None else None,
+                list(spec.stride),
+                list(spec.padding),
+                list(spec.dilation),
+                False,
+                [0] * len(spec.stride),
+                spec.groups,
+                [need_in, need_w, need_b],
+            )
+            del s
         grad_x = grad_shift = grad_w = grad_b = None
         if need_in:
-            gi = gi.to(ctx.x_dtype)
+            gi = gi.to(ctx.x_dtype)  # a fresh tensor of this Function: the STE factors apply in place
             if spec.input_kind == "approx":
-                gi = gi * (2.0 - 2.0 * t.abs()).clamp_min_(0.0)
+                # max(0, 2 - 2|t|), the same values as (2 - 2|t|).clamp_min(0)
+                f = t.abs_() if shift is not None else t.abs()
+                gi.mul_(f.mul_(-2.0).add_(2.0).clamp_min_(0.0))
+                del f, t
             elif spec.input_clip is not None:
-                gi = gi * (saved.abs() <= 1)
+                gi.mul_(saved.abs() <= 1)
             grad_x = gi if need_x else None
             grad_shift = gi.sum_to_size(shift.shape) if need_shift else None
         if need_w:

@@ -122,14 +122,19 @@ class LeanProcessorFunction(torch.autograd.Function):
             ref = _pool(x, spec.stride)
         else:
             residual = ref = x
-        # the ops of _Processor.recouple, in its order
-        mix = lam * ref + (1 - lam) * z
+        del y1
+        # the ops of _Processor.recouple, in its order; in place on fresh temporaries (the same ops on the same
+        # operands, so the same values, with fewer full-size allocations)
+        mix = (lam * ref).add_((1 - lam) * z)
         pooled = F.adaptive_avg_pool2d(mix, 1)
+        del mix
         gate, hidden = _se_forward(pooled, se_w1, se_b1, se_w2, se_b2)
         zg = gate * z
-        u = zg * residual if spec.elm else zg
+        del z
+        u = zg.mul_(residual) if spec.elm else zg
         y2, mean2, invstd2 = _bn_forward(u, w2, b2, rm2, rv2, spec.momentum2, spec.eps2)
-        out = y2 + residual
+        del u, zg
+        out = y2.add_(residual)
         ref_mean = ref.mean((2, 3), keepdim=True)
         saved_x = x if spec.elm else None
         saved_residual = residual if spec.elm else None  # pooled at stride 2: cheaper to keep than to recompute
@@ -182,10 +187,11 @@ class LeanProcessorFunction(torch.autograd.Function):
         # Z gets the gate's gradient and the mix's (1 - λ) share
         g_z = gzg.mul_(gate).add_(g_mix * (1 - lam))
         # PReLU_b: d/dy = 1 where y > 0 else a; d/da = y where y <= 0 (min(y, 0): a flipped last bit adds ~0)
-        g_a_b = (g_z * y1.clamp_(max=0.0)).sum((0, 2, 3)) if need[4] else None
-        del y1
+        g_a_b = y1.clamp_(max=0.0).mul_(g_z).sum((0, 2, 3)) if need[4] else None
         slope = a_b.view(shape)
-        g_y1 = g_z.mul_(positive.to(g_z.dtype).mul_(1 - slope).add_(slope))
+        # the PReLU's factor slope + 1[y > 0] (1 - slope), written into y1's buffer (one pass, no allocation)
+        g_y1 = g_z.mul_(torch.addcmul(slope, positive, 1 - slope, out=y1))
+        del y1
         g_c, g_w1, g_b1 = torch.ops.aten.native_batch_norm_backward(
             g_y1, c, w1, None, None, mean1, invstd1, True, spec.eps1, [need[0], need[2], need[3]]
         )
