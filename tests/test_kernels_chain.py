@@ -11,7 +11,7 @@ import torch
 from test_kernels import _randomize_  # non-trivial BN statistics and shifts, zero weights nudged
 
 from onebit.kernels import _native, chain, pack_
-from onebit.kernels.fuse import FusedReActBlock
+from onebit.kernels.fuse import FoldedConvBN, FusedReActBlock
 from onebit.models.reactnet import ReActNet
 
 NATIVE = _native.load() is not None
@@ -174,3 +174,18 @@ def test_torch_backend_builds_no_plans():
     with torch.inference_mode():
         packed(_x(1, 3, 16, 16))
     assert all(not b._plans for b in _blocks(packed))
+
+
+def test_stem_folded_channels_last_and_logits_equal_eval(models):
+    """The stem's BN is folded into its conv (channels_last output, which the first block reads without a copy), and
+    the packed model's logits still match the float eval model."""
+    model, packed = models
+    assert isinstance(packed.feature[0], FoldedConvBN)
+    x = _x(2, 3, 64, 64)
+    with torch.inference_mode():
+        stem = packed.feature[0](x)
+        assert stem.permute(0, 2, 3, 1).is_contiguous()
+        ref = model.feature[0](x)
+        assert torch.allclose(stem, ref, rtol=1e-5, atol=1e-5)
+        y, want = packed(x), model(x)
+    assert torch.allclose(y, want, rtol=1e-4, atol=1e-4 * max(1.0, want.abs().max().item()))

@@ -1,11 +1,12 @@
 """Model-specific fused packed modules and the fusers that install them (registered with
 :func:`onebit.kernels.engine.register_fuser`, run by :func:`onebit.kernels.pack_`).
 
-* ReActNet-A blocks → :class:`FusedReActBlock` (shift, sign+pack, 3x3 conv, BN, residual, RPReLU, the next
-  sign+pack, 1x1 conv(s), BN, residual, RPReLU and the sign+pack of the *next block's* input, in two kernel calls);
+* ReActNet-A: the stem → :class:`FoldedConvBN`; blocks → :class:`FusedReActBlock` (shift, sign+pack, 3x3 conv, BN,
+  residual, RPReLU, the next sign+pack, 1x1 conv(s), BN, residual, RPReLU and the sign+pack of the *next block's*
+  input; one native call per block from a per-shape plan, :mod:`onebit.kernels.chain`);
 * BNext processors → :class:`FusedBNextProcessor` (shift, BN₁ and PReLU_b folded into the packed conv; pooled λ-mix,
-  SE gate, BN₂ + residual + the next sign+pack in one pass); width-doubling blocks → :class:`FusedBNextBlock`; the
-  stem → :class:`FoldedConvBN`;
+  SE gate, BN₂ + residual + the next sign+pack; one native call per processor, :mod:`onebit.kernels.bnext_chain`);
+  width-doubling blocks → :class:`FusedBNextBlock`; the stem → :class:`FoldedConvBN`;
 (Bi-Real style ResNet blocks: :mod:`onebit.kernels.fuse_resnet`.)
 """
 
@@ -43,7 +44,7 @@ from onebit.kernels.ops import (
 )
 from onebit.layers import BinaryConv2d, SqueezeExpand
 from onebit.models.bnext import BNextBlock, BNextStem, ELMAttention, InfoRCP
-from onebit.models.reactnet import ReActBlock
+from onebit.models.reactnet import FirstConv, ReActBlock
 
 __all__ = ["FoldedConvBN", "FusedBNextBlock", "FusedBNextProcessor", "FusedReActBlock"]
 
@@ -369,9 +370,9 @@ class FusedBNextBlock(nn.Module):
 
 
 class FoldedConvBN(nn.Module):
-    """A float ``BN(conv(x))`` (the BNext stem) as one convolution with the BN folded into its weight and bias, the
-    weight in channels_last so that the output is NHWC memory, which the packed processor after it reads without a
-    copy. Equal to the float pair up to float rounding (the fold)."""
+    """A float ``BN(conv(x))`` (the BNext, ReActNet and binary ResNet stems) as one convolution with the BN folded
+    into its weight and bias, the weight in channels_last so that the output is NHWC memory, which the packed block
+    after it reads without a copy. Equal to the float pair up to float rounding (the fold)."""
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         super().__init__()
@@ -407,6 +408,10 @@ def _concat_weights(a: PackedWeight, b: PackedWeight) -> PackedWeight:
 
 @register_fuser
 def _fuse_reactnet(model: nn.Module, report: PackReport, backend: str | None) -> None:
+    for name, stem in list(model.named_modules()):
+        if type(stem) is FirstConv and stem.conv1.padding_mode == "zeros":
+            _set_child(model, name, FoldedConvBN(stem.conv1, stem.bn1))
+            report.fused[name] = "ReActNet stem: BN folded into the conv (channels_last output)"
     for name, seq in list(model.named_modules()):
         if not isinstance(seq, (nn.ModuleList, nn.Sequential)):
             continue
