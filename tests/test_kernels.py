@@ -232,12 +232,17 @@ def test_packed_model_logits_equal_eval_model(name, backend):
 
 
 def _processor(kind: str) -> torch.nn.Module:
+    """One BNext processor of each residual and gate variant (24 channels; width-changing ones 24 -> 40)."""
     from onebit.models.bnext import ELMAttention, InfoRCP
 
     if kind == "rcp1":
         return InfoRCP(24, kernel_size=1, scale_clamp_when="always")
+    if kind == "rcp3":
+        return InfoRCP(24, kernel_size=3)
     if kind == "rcp3_s2":
         return InfoRCP(24, kernel_size=3, stride=2)
+    if kind == "rcp1_s2":
+        return InfoRCP(24, kernel_size=1, stride=2)
     if kind == "rcp_plain":
         return InfoRCP(24, kernel_size=3, infor_recoupling=False)
     if kind == "elm":
@@ -246,11 +251,26 @@ def _processor(kind: str) -> torch.nn.Module:
         return ELMAttention(24, stride=2)
     if kind == "elm_plain":
         return ELMAttention(24, infor_recoupling=False)
-    # BNext-18's width-changing attention: the residual is PReLU_a(X) -> pool -> real 1x1 conv -> BN, and mixed
-    down = torch.nn.Sequential(
-        torch.nn.AvgPool2d(2, 2), torch.nn.Conv2d(24, 40, 1, bias=False), torch.nn.BatchNorm2d(40)
-    )
-    return ELMAttention(24, 40, stride=2, downsample=down, mix_with="residual")
+    if kind == "elm_plain_s2":
+        return ELMAttention(24, stride=2, infor_recoupling=False)
+    if kind == "elm_mix_r":
+        return ELMAttention(24, mix_with="residual")
+    if kind == "elm_mix_r_s2":
+        return ELMAttention(24, stride=2, mix_with="residual")
+    if kind in ("elm_relu", "elm_relu_s2"):  # another activation: the residual is formed in torch, handed over
+        proc = ELMAttention(24, stride=2 if kind.endswith("s2") else 1)
+        proc.activation1 = torch.nn.ReLU()
+        return proc
+    if kind == "elm_down":  # BNext-18's width-changing attention: PReLU_a(X) -> pool -> real 1x1 conv -> BN, mixed
+        down = torch.nn.Sequential(
+            torch.nn.AvgPool2d(2, 2), torch.nn.Conv2d(24, 40, 1, bias=False), torch.nn.BatchNorm2d(40)
+        )
+        return ELMAttention(24, 40, stride=2, downsample=down, mix_with="residual")
+    if kind == "rcp_se":  # a non-linear SE module: called in torch, on the multi-call path
+        proc = InfoRCP(24, kernel_size=3)
+        proc.se.se[2] = torch.nn.Hardtanh(0.0, 6.0)
+        return proc
+    raise ValueError(kind)
 
 
 @pytest.mark.parametrize("kind", ["rcp1", "rcp3_s2", "rcp_plain", "elm", "elm_s2", "elm_plain", "elm_down"])

@@ -10,12 +10,13 @@ import pickle
 
 import pytest
 import torch
+from test_kernels import _processor as _make  # one BNext processor per variant
 from test_kernels import _randomize_  # non-trivial BN statistics and shifts, zero weights nudged
 
 from onebit.binarize import set_temperature
 from onebit.kernels import _native, bnext_chain, pack_
 from onebit.kernels.fuse import FusedBNextBlock, FusedBNextProcessor
-from onebit.models.bnext import BNext, ELMAttention, InfoRCP
+from onebit.models.bnext import BNext
 
 NATIVE = _native.load() is not None
 pytestmark = pytest.mark.skipif(not NATIVE, reason="compiled kernel not built (pure-torch path only)")
@@ -32,44 +33,6 @@ def _calls(module, *args, **kw):
         return module(*args, **kw)
     finally:
         bnext_chain.enabled = True
-
-
-def _make(kind: str) -> torch.nn.Module:
-    """One processor of each residual and gate variant (24 channels; width-changing ones 24 -> 40)."""
-    if kind == "rcp1":
-        return InfoRCP(24, kernel_size=1, scale_clamp_when="always")
-    if kind == "rcp3":
-        return InfoRCP(24, kernel_size=3)
-    if kind == "rcp3_s2":
-        return InfoRCP(24, kernel_size=3, stride=2)
-    if kind == "rcp1_s2":
-        return InfoRCP(24, kernel_size=1, stride=2)
-    if kind == "rcp_plain":
-        return InfoRCP(24, kernel_size=3, infor_recoupling=False)
-    if kind == "elm":
-        return ELMAttention(24)
-    if kind == "elm_s2":
-        return ELMAttention(24, stride=2)
-    if kind == "elm_plain_s2":
-        return ELMAttention(24, stride=2, infor_recoupling=False)
-    if kind == "elm_mix_r":
-        return ELMAttention(24, mix_with="residual")
-    if kind == "elm_mix_r_s2":
-        return ELMAttention(24, stride=2, mix_with="residual")
-    if kind in ("elm_relu", "elm_relu_s2"):  # another activation: the residual is formed in torch, handed over
-        proc = ELMAttention(24, stride=2 if kind.endswith("s2") else 1)
-        proc.activation1 = torch.nn.ReLU()
-        return proc
-    if kind == "elm_down":  # BNext-18's width-changing attention: PReLU_a(X) -> pool -> real 1x1 conv -> BN, mixed
-        down = torch.nn.Sequential(
-            torch.nn.AvgPool2d(2, 2), torch.nn.Conv2d(24, 40, 1, bias=False), torch.nn.BatchNorm2d(40)
-        )
-        return ELMAttention(24, 40, stride=2, downsample=down, mix_with="residual")
-    if kind == "rcp_se":  # a non-linear SE module: called in torch, on the multi-call path
-        proc = InfoRCP(24, kernel_size=3)
-        proc.se.se[2] = torch.nn.Hardtanh(0.0, 6.0)
-        return proc
-    raise ValueError(kind)
 
 
 KINDS = [

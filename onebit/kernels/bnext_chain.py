@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from onebit.kernels import _native
+from onebit.kernels import _native, plans
 from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.ops import ConvEpilogue, PackedWeight, _args_template, _nhwc, _ptr, _require_cpu
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["BNextArgs", "BNextPlan", "check_out", "enabled", "run"]
 
 enabled = os.environ.get("ONEBIT_BNEXT_PLANS", "1") != "0"  # the one-call path of FusedBNextProcessor
-_MAX_PLANS = 64  # per processor: many input shapes (e.g. a fuzzer) keep the cache bounded
 
 _p = ctypes.c_void_p
 _i = ctypes.c_int32
@@ -229,17 +228,10 @@ def run(proc: FusedBNextProcessor, x: Tensor, xp: Tensor | None, out: Tensor | N
     (NHWC ``[N, OH, OW, C_total]``, at channel ``offset``) when given, with ``xp`` the bits of its input handed over
     by the previous processor (or ``None``); ``None`` (nothing done) for a shape the native kernels do not take."""
     n, _, h, w = x.shape
-    plans = proc.__dict__.setdefault("_plans", {})
-    plan = plans.get((n, h, w))
-    if plan is None or not plan.current(proc):
-        plan = _make_plan(proc, n, h, w)
-        if len(plans) >= _MAX_PLANS:
-            plans.clear()
-        plans[(n, h, w)] = plan
+    plan = plans.lookup(proc, n, h, w, lambda n, h, w: _make_plan(proc, n, h, w))
     if not plan.fused:
         return None
-    if xp is not None and (xp.shape != plan.xp_shape or xp.dtype != torch.int64 or not xp.is_contiguous()):
-        xp = None  # not bits of this layout (a handoff always is): pack again
+    xp = plans.handed_bits(xp, plan.xp_shape)
     if not (enabled and plan.single):
         return _run_calls(proc, plan, x, xp, out, offset)
     r = ref = None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from onebit.kernels import _native
+from onebit.kernels import _native, plans
 from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.ops import ConvEpilogue, PackedWeight, _args_template, _require_cpu
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["ReActPlan", "enabled", "run_block"]
 
 enabled = os.environ.get("ONEBIT_REACT_PLANS", "1") != "0"  # the plan path of FusedReActBlock (tests, benchmarks)
-_MAX_PLANS = 64  # per block: many input shapes (e.g. a fuzzer) keep the cache bounded
 
 
 @dataclass(eq=False)
@@ -147,17 +146,10 @@ def run_block(block: FusedReActBlock, x: Tensor, xp: Tensor | None) -> Tensor | 
     ``xp`` the bits of its input handed over by the previous block (or ``None``); ``None`` (nothing done) for a
     shape the fused call does not take."""
     n, _, h, w = x.shape
-    plans = block.__dict__.setdefault("_plans", {})  # (a block unpickled from an older version has none)
-    plan = plans.get((n, h, w))
-    if plan is None or not plan.current(block):
-        plan = _make_plan(block, n, h, w)
-        if len(plans) >= _MAX_PLANS:
-            plans.clear()
-        plans[(n, h, w)] = plan
+    plan = plans.lookup(block, n, h, w, lambda n, h, w: _make_plan(block, n, h, w))
     if not plan.fused:
         return None
-    if xp is not None and (xp.shape != plan.xp_shape or xp.dtype != torch.int64 or not xp.is_contiguous()):
-        xp = None  # not bits of this layout (a handoff always is): pack again
+    xp = plans.handed_bits(xp, plan.xp_shape)
     xn = x.permute(0, 2, 3, 1)
     if not xn.is_contiguous():
         xn = xn.contiguous()  # held until the call returns: the kernel reads it

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from onebit.kernels import _native
+from onebit.kernels import _native, plans
 from onebit.kernels._native import KernelArgumentError
 from onebit.kernels.engine import (
     PackedConv2d,
@@ -58,7 +58,6 @@ from onebit.models.resnet import BinaryResNet, BiRealBlock
 
 __all__ = ["FusedBiRealBlock"]
 
-_MAX_PLANS = 64  # per block: many input shapes (e.g. a fuzzer) keep the cache bounded
 #: Largest output (pixels per image) whose bits a block emits for the next one; on larger maps the next block packs
 #: its input itself. Measured with the AVX2 kernel (Zen 3, 1 thread): the sign+pack in the conv epilogue costs about
 #: twice a separate ``ob_pack_nhwc`` on 56x56x64 and 28x28x128 outputs (+65 us against 33 us; +40 against 17), less
@@ -135,10 +134,8 @@ class FusedBiRealBlock(nn.Module):
         x = _check_input(x, self.inplanes, "fused Bi-Real block")
         if x.is_cpu:
             n, _, h, w = x.shape
-            plan = d["_plans"].get((n, h, w))
-            if plan is None or not plan.current(self):
-                # plans exist for the native backend only (other backends: the generic path, every call)
-                plan = self._make_plan(n, h, w) if resolve_backend(self.backend) == "native" else None
+            # plans exist for the native backend only (other backends: the generic path, every call)
+            plan = plans.lookup(self, n, h, w, self._make_plan) if resolve_backend(self.backend) == "native" else None
             if plan is not None and plan.fused:
                 y = self._forward_native(plan, x, xp)
                 if y is not None:
@@ -170,8 +167,7 @@ class FusedBiRealBlock(nn.Module):
         of another shape than the conv output (the generic path then does what the eval block does)."""
         lib = _native.load()
         thr = torch.get_num_threads()
-        if xp is not None and (xp.shape != plan.xp_shape or xp.dtype is not torch.int64 or not xp.is_contiguous()):
-            xp = None  # not bits of this layout (a handoff always is): pack again
+        xp = plans.handed_bits(xp, plan.xp_shape)
         if xp is None:
             xn = x if x.is_contiguous(memory_format=torch.channels_last) else _nhwc(x).permute(0, 3, 1, 2)
             xp = torch.zeros(plan.xp_shape, dtype=torch.int64)
@@ -209,10 +205,6 @@ class FusedBiRealBlock(nn.Module):
         plan = _BiRealPlan(
             fused=False, pw=pw, ep=ep, shift_src=conv.shift, nxt=nxt, next_pad=self.next_pad, backend=self.backend
         )
-        plans = self.__dict__["_plans"]
-        if len(plans) >= _MAX_PLANS:
-            plans.clear()
-        plans[(n, h, w)] = plan
         c, o = self.inplanes, self.planes
         if pw.in_channels != c or pw.out_channels != o or pw.wq.device.type != "cpu":
             return plan
