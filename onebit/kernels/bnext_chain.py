@@ -256,16 +256,12 @@ def run(proc: FusedBNextProcessor, x: Tensor, xp: Tensor | None, out: Tensor | N
         dst, ldo = out, out.shape[3]
     _native.check(
         _native.load().ob_bnext_processor(  # type: ignore[union-attr]
-            plan.args_ref, plan.bargs_ref, xn.data_ptr(), None if xp is None else xp.data_ptr(),
-            None if r is None else r.data_ptr(), None if ref is None else ref.data_ptr(), dst.data_ptr(), ldo, offset,
-            None if bits is None else bits.data_ptr(), torch.get_num_threads(),
+            plan.args_ref, plan.bargs_ref, xn.data_ptr(), _ptr(xp), _ptr(r), _ptr(ref), dst.data_ptr(), ldo, offset,
+            _ptr(bits), torch.get_num_threads(),
         ),
         "ob_bnext_processor",
     )  # fmt: skip
-    y = dst.permute(0, 3, 1, 2)
-    if bits is not None:
-        plan.nxt.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
-    return y
+    return plans.hand_over(plan.nxt, dst.permute(0, 3, 1, 2), bits)  # type: ignore[arg-type]
 
 
 def _run_calls(
@@ -357,10 +353,7 @@ def _run_calls(
         ),
         "ob_gate_residual",
     )  # fmt: skip
-    y = dst.permute(0, 3, 1, 2)
-    if bits is not None:
-        proc._next.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
-    return y
+    return plans.hand_over(proc._next, dst.permute(0, 3, 1, 2), bits)  # type: ignore[arg-type]
 
 
 def check_out(out: Tensor | None, n: int, oh: int, ow: int, c: int, offset: int, device: torch.device) -> None:

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from onebit.kernels import _native, plans
 from onebit.kernels._native import KernelArgumentError
-from onebit.kernels.ops import ConvEpilogue, PackedWeight, _args_template, _require_cpu
+from onebit.kernels.ops import ConvEpilogue, PackedWeight, _args_template, _ptr, _require_cpu
 
 if TYPE_CHECKING:
     from onebit.kernels.fuse import FusedReActBlock
@@ -157,13 +157,9 @@ def run_block(block: FusedReActBlock, x: Tensor, xp: Tensor | None) -> Tensor | 
     bits = None if plan.bits_shape is None else torch.empty(plan.bits_shape, dtype=torch.int64)  # zeroed in C
     _native.check(
         _native.load().ob_react_block(  # type: ignore[union-attr]
-            plan.c1_ref, plan.c2_ref, xn.data_ptr(), None if plan.shift is None else plan.shift.data_ptr(),
-            None if xp is None else xp.data_ptr(), plan.stride, out.data_ptr(),
-            None if bits is None else bits.data_ptr(), torch.get_num_threads(),
+            plan.c1_ref, plan.c2_ref, xn.data_ptr(), _ptr(plan.shift), _ptr(xp), plan.stride, out.data_ptr(),
+            _ptr(bits), torch.get_num_threads(),
         ),
         "ob_react_block",
     )  # fmt: skip
-    y = out.permute(0, 3, 1, 2)
-    if bits is not None:
-        plan.nxt.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
-    return y
+    return plans.hand_over(plan.nxt, out.permute(0, 3, 1, 2), bits)  # type: ignore[arg-type]

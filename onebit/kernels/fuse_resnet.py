@@ -195,9 +195,7 @@ class FusedBiRealBlock(nn.Module):
             bits = torch.zeros(plan.bits_shape, dtype=torch.int64)  # the border stays zero
             a.out_bits = bits.data_ptr()
         _native.check(lib.ob_conv(ctypes.byref(a)), "ob_conv")  # type: ignore[union-attr]
-        if bits is not None:
-            plan.nxt.__dict__["_handoff"] = (y, bits)  # type: ignore[union-attr]
-        return y
+        return plans.hand_over(plan.nxt, y, bits)  # type: ignore[arg-type]
 
     def _make_plan(self, n: int, h: int, w: int) -> _BiRealPlan:
         conv = self.__dict__["_modules"]["conv"]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MAX_PLANS", "handed_bits", "lookup"]
+__all__ = ["MAX_PLANS", "hand_over", "handed_bits", "lookup"]
 
 MAX_PLANS = 64  # per module
 
@@ -32,6 +32,15 @@ def lookup(module: nn.Module, n: int, h: int, w: int, make: Callable[[int, int, 
             plans.clear()
         plans[(n, h, w)] = plan
     return plan
+
+
+def hand_over(nxt: nn.Module | None, y: Tensor, bits: Tensor | None) -> Tensor:
+    """Leave ``bits`` (the packed input of ``nxt``, emitted with the output ``y``) with ``nxt``, which uses them only
+    when it is called on this very ``y``; returns ``y``. A plain attribute: skips ``nn.Module.__setattr__`` on the hot
+    path."""
+    if bits is not None and nxt is not None:
+        nxt.__dict__["_handoff"] = (y, bits)
+    return y
 
 
 def handed_bits(xp: Tensor | None, shape: tuple[int, ...]) -> Tensor | None:
