@@ -115,6 +115,34 @@ def test_plus_minus_one_padding(pad_value):
 
 
 @needs_native
+def test_padding_correction_by_border_class():
+    """ob_conv sums the padding correction once per border class (taps cut at each side of the window) and adds one
+    sum per border pixel; windows wider than the input (cut at both sides), strides, and a class table too large to
+    build (over 2^20 ints: 17 x 9 classes x 6900 channels, corrected tap by tap instead) all give the exact
+    integers."""
+
+    def classes(out: int, size: int, k: int, s: int, pad: int) -> int:  # distinct (cut before, cut after) pairs
+        starts = [i * s - pad for i in range(out)]
+        return len({(min(max(0, -a), k), min(max(0, a + k - size), k)) for a in starts})
+
+    g = torch.Generator().manual_seed(7)
+    for n, c, o, (kh, kw), s, pad, (h, w) in (
+        (2, 70, 24, (5, 5), 1, 4, (3, 4)),  # every window sticks out on both sides
+        (1, 9, 16, (7, 3), 2, 3, (11, 6)),
+        (1, 1, 6900, (33, 5), 1, 16, (17, 3)),  # too many classes: per tap
+    ):
+        oh, ow = (h + 2 * pad - kh) // s + 1, (w + 2 * pad - kw) // s + 1
+        table = classes(oh, h, kh, s, pad) * classes(ow, w, kw, s, pad) * o
+        assert (table > 2**20) == (o == 6900)
+        x, wt = torch.randn(n, c, h, w, generator=g), torch.randn(o, c, kh, kw, generator=g)
+        xs = F.pad(_pm1(x).double(), (pad,) * 4)
+        ref = F.conv2d(xs, _pm1(wt).double(), stride=s).round().to(torch.int32).permute(0, 2, 3, 1)
+        pw = pack_weight(wt, s, pad)
+        _, _, dot = binary_conv(pack_activations(x, pad=pad), pw, (h, w), want_int=True, backend="native")
+        assert torch.equal(dot, ref), (c, o, kh, kw, s, pad)
+
+
+@needs_native
 def test_every_isa_gives_the_same_integers():
     x, wt = torch.randn(2, 131, 7, 9), torch.randn(21, 131, 3, 3)
     pw, xp = pack_weight(wt, 2, 1), pack_activations(x, pad=1)

@@ -25,7 +25,7 @@ from pathlib import Path
 __all__ = ["ISA_NAMES", "ConvArgs", "KernelArgumentError", "backend_info", "check", "load", "select_isa"]
 
 ISA_NAMES = ("portable", "popcnt", "avx2", "avx512_vpopcntdq")
-_ABI = 7  # ob_abi_version() (csrc/isa.c) of the library this module binds
+_ABI = 8  # ob_abi_version() (csrc/isa.c) of the library this module binds
 _LIBRARY_ENV = "ONEBIT_KERNEL_LIBRARY"
 _EINVAL, _ENOMEM = -1, -2  # OB_EINVAL, OB_ENOMEM of csrc/bitconv.h
 _ISA_ENV = {"portable": 0, "popcnt": 1, "avx2": 2, "avx512": 3, "avx512_vpopcntdq": 3}
@@ -77,6 +77,10 @@ class ConvArgs(ctypes.Structure):
         ("bpw", _i),
         ("bk", _i),
         ("nthreads", _i),
+        ("ctab", _p),  # filled by ob_conv itself (left NULL here)
+        ("crow", _p),
+        ("ccol", _p),
+        ("cnc", _i),
     ]
 
 

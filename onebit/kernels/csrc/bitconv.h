@@ -81,6 +81,10 @@ typedef struct {
     uint8_t *out_bits;      /* [N, OH + 2 bph, OW + 2 bpw, bk] words as bytes, or NULL; zero-initialised */
     int32_t bph, bpw, bk;   /* padding and words per pixel of the packed output */
     int32_t nthreads;
+    /* filled by ob_conv for its kernels (whatever the caller passes is ignored): the padding correction summed per
+     * border class, ctab[(crow[y] * cnc + ccol[x]) * o + ch] for output pixel (y, x), or ctab NULL (per tap) */
+    const int32_t *ctab, *crow, *ccol;
+    int32_t cnc;
 } ob_conv_args;
 
 /* The call-invariant arguments of a BNext processor beyond its conv (ob_bnext_processor, bnext_chain.c; mirrored by

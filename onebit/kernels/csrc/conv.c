@@ -6,6 +6,7 @@
 /* Coordinates of one output pixel, computed once per tile (not per channel block: divisions are slow). */
 typedef struct {
     int64_t pix, b; /* flat index over N*OH*OW, image */
+    int64_t bo;     /* byte offset of the pixel's packed output bits in out_bits (0 without them) */
     int32_t y, x;
 } ob_pix;
 
@@ -35,7 +36,75 @@ __attribute__((always_inline)) static inline void ob_pad_correct(const ob_conv_a
                                                                  int32_t o0, int32_t nq, int32_t *dots) {
     const int32_t iy = y * a->stride - a->pad, ix = xo * a->stride - a->pad;
     if (iy >= 0 && ix >= 0 && iy + a->kh <= a->h && ix + a->kw <= a->w) return;
+    if (a->ctab) {
+        /* the taps outside the input depend only on the pixel's border class: one precomputed sum per channel */
+        const int32_t *c = a->ctab + ((int64_t)a->crow[y] * a->cnc + a->ccol[xo]) * a->o + o0;
+        for (int32_t q = 0; q < nq; q++) dots[q] += c[q];
+        return;
+    }
     ob_pad_fix(a, iy, ix, o0, nq, dots);
+}
+
+/* The border classes of the output positions along one axis (rows or columns): cls[i] indexes the distinct pairs
+ * (taps cut before the input, taps cut after it) of output position i, lo[] and hi[] list those pairs. Returns the
+ * number of classes. */
+static int32_t ob_border_classes(int32_t out, int32_t in, int32_t k, int32_t stride, int32_t pad, int32_t *cls,
+                                 int32_t *lo, int32_t *hi) {
+    int32_t n = 0;
+    for (int32_t i = 0; i < out; i++) {
+        const int32_t s = i * stride - pad;
+        int32_t l = s < 0 ? -s : 0, r = s + k > in ? s + k - in : 0;
+        if (l > k) l = k;
+        if (r > k) r = k;
+        int32_t j = 0;
+        while (j < n && (lo[j] != l || hi[j] != r)) j++;
+        if (j == n) {
+            lo[n] = l;
+            hi[n] = r;
+            n++;
+        }
+        cls[i] = j;
+    }
+    return n;
+}
+
+/* Fill a->ctab, crow, ccol, cnc: the sum of corr[tap][o] over the taps outside the input for every pair of row and
+ * column border classes. Returns the one allocation that holds them (the caller frees it), or NULL: none (no memory,
+ * or a large table: many classes from a large padding), the kernels then correct tap by tap. */
+#define OB_CTAB_MAX_INTS (1 << 20)
+static void *ob_border_table(ob_conv_args *a) {
+    const int64_t side = (int64_t)a->oh + a->ow; /* class indices: crow [OH], ccol [OW]; then lo, hi [side] each */
+    int32_t *buf = (int32_t *)malloc((size_t)(3 * side) * sizeof(int32_t));
+    if (!buf) return NULL;
+    int32_t *lo = buf + side, *hi = lo + side;
+    const int32_t nr = ob_border_classes(a->oh, a->h, a->kh, a->stride, a->pad, buf, lo, hi);
+    const int32_t nc = ob_border_classes(a->ow, a->w, a->kw, a->stride, a->pad, buf + a->oh, lo + a->oh, hi + a->oh);
+    const int64_t ints = (int64_t)nr * nc * a->o;
+    int32_t *all = ints <= OB_CTAB_MAX_INTS ? (int32_t *)realloc(buf, (size_t)(3 * side + ints) * sizeof(int32_t)) : 0;
+    if (!all) {
+        free(buf);
+        return NULL;
+    }
+    lo = all + side;
+    hi = lo + side;
+    int32_t *tab = all + 3 * side;
+    memset(tab, 0, (size_t)ints * sizeof(int32_t));
+    for (int32_t ri = 0; ri < nr; ri++)
+        for (int32_t ci = 0; ci < nc; ci++) {
+            int32_t *t = tab + ((int64_t)ri * nc + ci) * a->o;
+            const int32_t y0 = lo[ri], y1 = a->kh - hi[ri], x0 = lo[a->oh + ci], x1 = a->kw - hi[a->oh + ci];
+            for (int32_t ky = 0; ky < a->kh; ky++)
+                for (int32_t kx = 0; kx < a->kw; kx++) {
+                    if (ky >= y0 && ky < y1 && kx >= x0 && kx < x1) continue; /* inside the input */
+                    const int32_t *c = a->corr + (int64_t)(ky * a->kw + kx) * a->o;
+                    for (int32_t q = 0; q < a->o; q++) t[q] += c[q];
+                }
+        }
+    a->ctab = tab;
+    a->crow = all;
+    a->ccol = all + a->oh;
+    a->cnc = nc;
+    return all;
 }
 
 /* dots[p][q] are the -1-padded dot products of OB_TILE_Q channels starting at o0 for the np output pixels pi[0..np)
@@ -44,7 +113,7 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
                                int32_t dots[OB_TILE_P][OB_TILE_Q]) {
     const int32_t nq = (a->o - o0 < OB_TILE_Q) ? a->o - o0 : OB_TILE_Q;
     for (int32_t p = 0; p < np; p++) {
-        const int64_t pix = pi[p].pix, b = pi[p].b;
+        const int64_t pix = pi[p].pix;
         const int32_t y = pi[p].y, xo = pi[p].x;
         if (a->corr) ob_pad_correct(a, y, xo, o0, nq, dots[p]);
         if (a->out_int)
@@ -63,11 +132,7 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
             if (a->thresh) byte |= (uint32_t)!(v + a->thresh[o] < 0.0f) << q;
             else byte |= (uint32_t)!(v < 0.0f) << q;
         }
-        if (a->out_bits) {
-            const int32_t wpo = a->ow + 2 * a->bpw, hpo = a->oh + 2 * a->bph;
-            const int64_t opix = ((b * hpo) + y + a->bph) * wpo + xo + a->bpw;
-            a->out_bits[opix * a->bk * 8 + o0 / 8] = (uint8_t)byte;
-        }
+        if (a->out_bits) a->out_bits[pi[p].bo + o0 / 8] = (uint8_t)byte;
     }
 }
 
@@ -105,6 +170,12 @@ static inline void ob_epilogue(const ob_conv_args *a, const ob_pix *pi, int32_t 
         }                                                                                                     \
     }
 
+/* byte offset of output pixel (b, y, x) in the packed output (whose border is bph, bpw; bk words per pixel) */
+__attribute__((always_inline)) static inline int64_t ob_bits_at(const ob_conv_args *a, int64_t b, int32_t y, int32_t x) {
+    const int64_t wpo = a->ow + 2 * (int64_t)a->bpw, hpo = a->oh + 2 * (int64_t)a->bph;
+    return (((b * hpo) + y + a->bph) * wpo + x + a->bpw) * (int64_t)a->bk * 8;
+}
+
 /* The first input word read by output pixel `pix` (top-left tap); kernel row ky starts ky * wp * k words later. */
 __attribute__((always_inline)) static inline const uint64_t *ob_xbase(const ob_conv_args *a, const ob_pix *q) {
     return a->x + (((q->b * a->hp) + (int64_t)q->y * a->stride) * a->wp + (int64_t)q->x * a->stride) * a->k;
@@ -128,6 +199,8 @@ __attribute__((always_inline)) static inline void ob_tile_pixels(const ob_conv_a
         pi[p] = q;
         xb[p] = ob_xbase(a, pi + p);
     }
+    if (a->out_bits)
+        for (int32_t p = 0; p < np; p++) pi[p].bo = ob_bits_at(a, pi[p].b, pi[p].y, pi[p].x);
 }
 
 #define OB_SCALAR_KERNEL_BODY(POPCNT)                                                                               \
@@ -172,8 +245,7 @@ typedef struct {
     float *out_f;      /* at channel o0 of pixel 0, or NULL */
     int32_t *out_int;  /* at channel o0 of pixel 0, or NULL */
     uint8_t *out_bits; /* at byte o0 / 8 of the first packed pixel, or NULL */
-    int64_t res_c, o, bstride;
-    int32_t wpo, hpo, bph, bpw;
+    int64_t res_c, o;
     int has_bias, has_in, has_slope, has_out, has_t;
 } ob_epi;
 
@@ -185,11 +257,6 @@ __attribute__((always_inline)) static inline ob_epi ob_epi_of(const ob_conv_args
     e.out_bits = a->out_bits ? a->out_bits + o0 / 8 : 0;
     e.res_c = a->res_c;
     e.o = a->o;
-    e.bstride = (int64_t)a->bk * 8;
-    e.wpo = a->ow + 2 * a->bpw;
-    e.hpo = a->oh + 2 * a->bph;
-    e.bph = a->bph;
-    e.bpw = a->bpw;
     e.has_bias = a->bias != 0;
     e.has_in = a->act_in != 0;
     e.has_slope = a->slope != 0;
@@ -198,10 +265,6 @@ __attribute__((always_inline)) static inline ob_epi ob_epi_of(const ob_conv_args
     return e;
 }
 
-/* byte offset of output pixel (b, y, x) in the packed output (whose border is bph, bpw) */
-__attribute__((always_inline)) static inline int64_t ob_epi_bits_at(const ob_epi *e, int64_t b, int32_t y, int32_t x) {
-    return (((b * e->hpo) + y + e->bph) * e->wpo + x + e->bpw) * e->bstride;
-}
 
 /* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile.
  * RES, OUTF, BITS say whether a->res, a->out_f, a->out_bits are set: compile-time constants where the AVX2 tile loop
@@ -241,13 +304,18 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
         if (BITS) {
             const __m256 t = _mm256_add_ps(v, thresh);
             const int byte = _mm256_movemask_ps(_mm256_cmp_ps(t, fzero, _CMP_NLT_UQ));
-            e.out_bits[ob_epi_bits_at(&e, pi[p].b, pi[p].y, pi[p].x)] = (uint8_t)byte;
+            e.out_bits[pi[p].bo] = (uint8_t)byte;
         }
     }
 }
 
 /* one word j of the receptive field for P pixels and 8 channels (AVX2 inner loop) */
+#ifdef OB_AVX2_PHASED
+#define OB_AVX2_HALF(OFF, X) { const __m256i w0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + OFF)); const __m256i w1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + OFF + 4)); for (int p = 0; p < P; p++) { const __m256i xv = _mm256_set1_epi64x((long long)xr[p][2 * j + X]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xv, w0))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xv, w1))); } }
+#define OB_AVX2_STEP OB_AVX2_HALF(0, 0) OB_AVX2_HALF(8, 1)
+#else
 #define OB_AVX2_STEP const __m256i wl0 = _mm256_load_si256((const __m256i *)(wl + j * 16)); const __m256i wl1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 4)); const __m256i wh0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 8)); const __m256i wh1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 12)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
+#endif
 #define OB_AVX2_STORE_DOTS                                                                                      \
     {                                                                                                           \
         /* the low 32 bits of the 8 64-bit counts, in channel order */                                          \
@@ -489,7 +557,7 @@ __attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_e
     const __m512 thresh = a->thresh ? _mm512_loadu_ps(a->thresh + o0) : fzero;
     const ob_epi e = ob_epi_of(a, o0);
     for (int32_t p = 0; p < np; p++) {
-        const int64_t pix = pi[p].pix, b = pi[p].b;
+        const int64_t pix = pi[p].pix;
         const int32_t y = pi[p].y, xo = pi[p].x;
         if (a->corr) ob_pad_correct(a, y, xo, o0, OB_Q512, dots[p]);
         const __m512i d = _mm512_loadu_si512((const void *)dots[p]);
@@ -505,7 +573,7 @@ __attribute__((target(OB_AVX512_TARGET), always_inline)) static inline void ob_e
         if (e.out_bits) {
             const __m512 t = e.has_t ? _mm512_add_ps(v, thresh) : v;
             const uint16_t bits16 = (uint16_t)_mm512_cmp_ps_mask(t, fzero, _CMP_NLT_UQ);
-            memcpy(e.out_bits + ob_epi_bits_at(&e, b, y, xo), &bits16, sizeof bits16);
+            memcpy(e.out_bits + pi[p].bo, &bits16, sizeof bits16);
         }
     }
 }
@@ -594,17 +662,8 @@ int ob_conv_check(const ob_conv_args *a, const char *fn) {
     return OB_OK;
 }
 
-/* Binary convolution with the fused epilogue; returns the ISA used (>= 0), or OB_EINVAL for bad arguments (nothing
- * touched). A thread count below 1 runs on one thread; a batch of 0 computes nothing. */
-int ob_conv(const ob_conv_args *args) {
-    if (args == NULL) return ob_fail("ob_conv", "precondition `args != NULL` violated");
-    const int rc = ob_conv_check(args, "ob_conv");
-    if (rc != OB_OK) return rc;
-    ob_conv_args s = *args;
-    if (s.nthreads < 1) s.nthreads = 1;
-    const ob_conv_args *a = &s;
-    const int isa = ob_isa();
-    if (a->n == 0) return isa;
+/* Run the kernel of `isa` (or the next lower one that can run); returns the ISA that ran. */
+static int ob_conv_isa(const ob_conv_args *a, int isa) {
 #if OB_X86 && defined(__GNUC__)
     if (isa == OB_ISA_AVX512) {
         ob_conv_avx512(a);
@@ -618,4 +677,22 @@ int ob_conv(const ob_conv_args *args) {
 #endif
     ob_conv_portable(a);
     return OB_ISA_PORTABLE;
+}
+
+/* Binary convolution with the fused epilogue; returns the ISA used (>= 0), or OB_EINVAL for bad arguments (nothing
+ * touched). A thread count below 1 runs on one thread; a batch of 0 computes nothing. */
+int ob_conv(const ob_conv_args *args) {
+    if (args == NULL) return ob_fail("ob_conv", "precondition `args != NULL` violated");
+    const int rc = ob_conv_check(args, "ob_conv");
+    if (rc != OB_OK) return rc;
+    ob_conv_args s = *args;
+    if (s.nthreads < 1) s.nthreads = 1;
+    s.ctab = s.crow = s.ccol = NULL;
+    s.cnc = 0;
+    const int isa = ob_isa();
+    if (s.n == 0) return isa;
+    void *table = s.corr ? ob_border_table(&s) : NULL;
+    const int ran = ob_conv_isa(&s, isa);
+    free(table);
+    return ran;
 }

@@ -46,7 +46,7 @@ int ob_has_openmp(void) {
 /* 5: every entry point validates its arguments and returns int (OB_OK / OB_EINVAL / OB_ENOMEM; ob_conv the ISA);
  *    ob_last_error; the sign rule !(v < 0) (NaN reads as +1, like 0) */
 /* 6: ob_react_block (chain.c) */
-int ob_abi_version(void) { return 7; }
+int ob_abi_version(void) { return 8; }
 
 /* the failing entry point and condition of this thread's last rejected call (string literals: nothing to free) */
 static OB_TLS const char *g_err_fn = 0, *g_err_what = 0;
