@@ -310,12 +310,7 @@ __attribute__((target("avx2"), always_inline)) static inline void ob_epilogue_av
 }
 
 /* one word j of the receptive field for P pixels and 8 channels (AVX2 inner loop) */
-#ifdef OB_AVX2_PHASED
-#define OB_AVX2_HALF(OFF, X) { const __m256i w0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + OFF)); const __m256i w1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + OFF + 4)); for (int p = 0; p < P; p++) { const __m256i xv = _mm256_set1_epi64x((long long)xr[p][2 * j + X]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xv, w0))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_shuffle_epi8(lut, _mm256_xor_si256(xv, w1))); } }
-#define OB_AVX2_STEP OB_AVX2_HALF(0, 0) OB_AVX2_HALF(8, 1)
-#else
 #define OB_AVX2_STEP const __m256i wl0 = _mm256_load_si256((const __m256i *)(wl + j * 16)); const __m256i wl1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 4)); const __m256i wh0 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 8)); const __m256i wh1 = _mm256_load_si256((const __m256i *)(wl + j * 16 + 12)); for (int p = 0; p < P; p++) { const __m256i xl = _mm256_set1_epi64x((long long)xr[p][2 * j]); const __m256i xh = _mm256_set1_epi64x((long long)xr[p][2 * j + 1]); acc[p][0] = _mm256_add_epi8(acc[p][0], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl0)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh0)))); acc[p][1] = _mm256_add_epi8(acc[p][1], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, wl1)), _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, wh1)))); }
-#endif
 #define OB_AVX2_STORE_DOTS                                                                                      \
     {                                                                                                           \
         /* the low 32 bits of the 8 64-bit counts, in channel order */                                          \
