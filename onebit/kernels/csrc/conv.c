@@ -377,6 +377,66 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kern
     }
 }
 
+/* whether the AVX2 tile loop runs ob_kernel_avx2_narrow (a: the nibble-split arguments, k = 2 per packed word) */
+static inline int ob_avx2_narrow(const ob_conv_args *a) { return a->k == 2 && a->c <= 32; }
+
+/* AVX2 for inputs of at most 32 channels (one packed word a pixel whose high 32 bits are 0 in the input and in the
+ * weights): 8 channels (one 32-bit lane each) per vector instead of 4 per 64-bit lane, half the work of
+ * ob_kernel_avx2 on these half-empty words. The weights are split per tap as [lo: 8 x u32 | hi: 8 x u32]
+ * (ob_split_group_narrow); the byte counters are summed per 32-bit lane (vpmaddubsw, vpmaddwd) before they overflow. */
+__attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_kernel_avx2_narrow(
+    const ob_conv_args *a, const uint64_t *const *xb, const uint64_t *wblk, const int P, int32_t dots[][OB_TILE_Q]) {
+    const int32_t taps = a->kh * a->kw; /* a->x holds the nibble-split pair (lo, hi) of every packed word */
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2,
+                                         2, 3, 2, 3, 3, 4);
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    __m256i tot[OB_TILE_P], acc[OB_TILE_P];
+    for (int p = 0; p < P; p++) tot[p] = acc[p] = _mm256_setzero_si256();
+    int32_t fill = 0; /* taps in the byte counters (<= 31: each adds at most 8 to a byte) */
+    for (int32_t ky = 0; ky < a->kh; ky++) {
+        const uint32_t *wl = (const uint32_t *)wblk + (int64_t)ky * a->kw * 16;
+        for (int32_t kx = 0; kx < a->kw; kx++) {
+            const __m256i w0 = _mm256_load_si256((const __m256i *)(wl + kx * 16));
+            const __m256i w1 = _mm256_load_si256((const __m256i *)(wl + kx * 16 + 8));
+            for (int p = 0; p < P; p++) {
+                const uint64_t *xw = xb[p] + ((int64_t)ky * a->wp + kx) * 2;
+                const __m256i xl = _mm256_set1_epi32((int)(uint32_t)xw[0]);
+                const __m256i xh = _mm256_set1_epi32((int)(uint32_t)xw[1]);
+                acc[p] = _mm256_add_epi8(acc[p], _mm256_add_epi8(_mm256_shuffle_epi8(lut, _mm256_xor_si256(xl, w0)),
+                                                                 _mm256_shuffle_epi8(lut, _mm256_xor_si256(xh, w1))));
+            }
+            if (++fill == 31) {
+                for (int p = 0; p < P; p++) {
+                    tot[p] = _mm256_add_epi32(tot[p], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[p], ones8), ones16));
+                    acc[p] = _mm256_setzero_si256();
+                }
+                fill = 0;
+            }
+        }
+    }
+    const __m256i nb = _mm256_set1_epi32(taps * a->c);
+    for (int p = 0; p < P; p++) {
+        const __m256i cnt = _mm256_add_epi32(tot[p], _mm256_madd_epi16(_mm256_maddubs_epi16(acc[p], ones8), ones16));
+        _mm256_storeu_si256((__m256i *)dots[p], _mm256_sub_epi32(nb, _mm256_slli_epi32(cnt, 1)));
+    }
+}
+
+/* ob_split_group for ob_kernel_avx2_narrow: per block [KH][KW][lo 8 | hi 8] 32-bit words (the low halves of the
+ * packed words; their high halves are 0). */
+__attribute__((target("avx2"))) static inline void ob_split_group_narrow(const ob_conv_args *a, uint64_t *wbuf,
+                                                                         int64_t blk_words, int32_t g0, int32_t g1) {
+    const uint32_t m = 0x0F0F0F0FU;
+    const uint64_t *src = a->wq + (int64_t)g0 * blk_words;
+    uint32_t *dst = (uint32_t *)wbuf;
+    for (int64_t i = 0; i < (int64_t)(g1 - g0) * blk_words / OB_TILE_Q; i++) {
+        for (int q = 0; q < OB_TILE_Q; q++) {
+            const uint32_t v = (uint32_t)src[i * OB_TILE_Q + q];
+            dst[i * 2 * OB_TILE_Q + q] = v & m;
+            dst[i * 2 * OB_TILE_Q + OB_TILE_Q + q] = (v >> 4) & m;
+        }
+    }
+}
+
 /* Split output blocks [g0, g1) of the packed weights into wbuf (per block [KH][KW*K][lo 8 | hi 8] words). */
 __attribute__((target("avx2"))) static inline void ob_split_group(const ob_conv_args *a, uint64_t *wbuf, int64_t blk_words,
                                                                   int32_t g0, int32_t g1) {
@@ -391,6 +451,12 @@ __attribute__((target("avx2"))) static inline void ob_split_group(const ob_conv_
     }
 }
 
+__attribute__((target("avx2"))) static inline void ob_split(const ob_conv_args *a, uint64_t *wbuf, int64_t blk_words,
+                                                            int32_t g0, int32_t g1) {
+    if (ob_avx2_narrow(a)) ob_split_group_narrow(a, wbuf, blk_words, g0, g1);
+    else ob_split_group(a, wbuf, blk_words, g0, g1);
+}
+
 /* Pixel tile `it` against the split output blocks [g0, g1) in wbuf, with the epilogue (RES, OUTF, BITS: see
  * ob_epilogue_avx2). */
 __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2_tile_t(
@@ -401,11 +467,18 @@ __attribute__((target("avx2,popcnt"), always_inline)) static inline void ob_avx2
     const uint64_t *xb[OB_TILE_P];
     ob_pix pi[OB_TILE_P];
     ob_tile_pixels(a, pix0, np, pi, xb);
+    const int narrow = ob_avx2_narrow(a);
     for (int32_t ob = g0; ob < g1; ob++) {
         int32_t dots[OB_TILE_P][OB_TILE_Q];
-        const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
-        if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, dots);
-        else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, dots + p);
+        if (narrow) {
+            const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * blk_words;
+            if (np == OB_TILE_P) ob_kernel_avx2_narrow(a, xb, wblk, OB_TILE_P, dots);
+            else for (int32_t p = 0; p < np; p++) ob_kernel_avx2_narrow(a, xb + p, wblk, 1, dots + p);
+        } else {
+            const uint64_t *wblk = wbuf + (int64_t)(ob - g0) * 2 * blk_words;
+            if (np == OB_TILE_P) ob_kernel_avx2(a, xb, wblk, OB_TILE_P, dots);
+            else for (int32_t p = 0; p < np; p++) ob_kernel_avx2(a, xb + p, wblk, 1, dots + p);
+        }
         ob_epilogue_avx2(a, pi, np, ob * OB_TILE_Q, dots, RES, OUTF, BITS);
     }
 }
@@ -447,13 +520,13 @@ __attribute__((target("avx2,popcnt"))) static void ob_conv_avx2_split(const ob_c
 #pragma omp for schedule(dynamic, 1)
             for (int32_t gi = 0; gi < ngroups; gi++) {
                 const int32_t g0 = gi * group, g1 = (o8 - g0 < group) ? o8 : g0 + group;
-                ob_split_group(a, wbuf, blk_words, g0, g1);
+                ob_split(a, wbuf, blk_words, g0, g1);
                 for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
             }
         } else {
             for (int32_t g0 = 0; g0 < o8; g0 += group) {
                 const int32_t g1 = (o8 - g0 < group) ? o8 : g0 + group;
-                ob_split_group(a, wbuf, blk_words, g0, g1);
+                ob_split(a, wbuf, blk_words, g0, g1);
 #pragma omp for schedule(static)
                 for (int64_t it = 0; it < tiles; it++) ob_avx2_tile(a, wbuf, blk_words, g0, g1, npix, it);
             }
