@@ -181,3 +181,22 @@ def test_lean_prelu_function(shape, slopes):
     assert torch.autograd.gradcheck(
         LeanPReLUFunction.apply, (xs.requires_grad_(True), prelu.weight.detach().clone().requires_grad_(True))
     )
+
+
+@pytest.mark.parametrize("kind,stride", [("rcp1", 1), ("elm", 1), ("elm", 2)])
+def test_backward_channels_last_and_broadcast_grad(kind, stride):
+    """The hand-written backward on other layouts (channels_last tensors, an expanded stride-0 output gradient):
+    gradients still equal the module path's in float64."""
+    proc = _processor(kind, stride).to(memory_format=torch.channels_last)
+    x = (torch.randn(2, 8, 6, 6, dtype=F64) * 2).contiguous(memory_format=torch.channels_last)
+    grads = []
+    for path in ("module", "lean"):
+        p = copy.deepcopy(proc)
+        set_training_path(p, path)
+        xi = x.clone().requires_grad_(True)
+        out = p(xi)
+        out.sum().backward()  # the gradient of a sum: an expanded tensor
+        grads.append([xi.grad] + [q.grad for q in p.parameters() if q.grad is not None])
+    assert len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

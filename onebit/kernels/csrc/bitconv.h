@@ -10,7 +10,8 @@
  *                bits of channels >= C are 0; the spatial border (the conv's padding) is all-zero words.
  *   weights      uint64 [O8, KH, KW*K, 8]: blocks of 8 output channels, word j of a kernel row of each of the 8;
  *                channels >= O and bits of input channels >= C are 0. The AVX2 kernel splits them into low/high
- *                nibbles (w & 0x0F.., (w >> 4) & 0x0F..) itself, a cache-sized group of blocks at a time.
+ *                nibbles (w & 0x0F.., (w >> 4) & 0x0F..) itself, a cache-sized group of blocks at a time (inputs of
+ *                at most 32 channels: the low 32 bits of each word only, 8 channels per vector).
  * For +-1 vectors of n values dot = n - 2 popcount(x XOR w). A zero border word reads as n values of -1, so a
  * padded tap contributes -sum(w_tap); the caller passes corr[tap][o] = (1 + pad_value) * sum(w_tap) (pad_value 0
  * for the official zero padding), which is added for every tap that falls outside the input: exact zero padding.
