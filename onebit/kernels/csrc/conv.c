@@ -6,7 +6,7 @@
 /* Coordinates of one output pixel, computed once per tile (not per channel block: divisions are slow). */
 typedef struct {
     int64_t pix, b; /* flat index over N*OH*OW, image */
-    int64_t bo;     /* byte offset of the pixel's packed output bits in out_bits (0 without them) */
+    int64_t bo;     /* byte offset of the pixel's packed output bits in out_bits (set only when there are bits) */
     int32_t y, x;
 } ob_pix;
 
@@ -264,7 +264,6 @@ __attribute__((always_inline)) static inline ob_epi ob_epi_of(const ob_conv_args
     e.has_t = a->thresh != 0;
     return e;
 }
-
 
 /* The epilogue of ob_epilogue on 8 channels at once (bitwise the same float operations); scalar for a partial tile.
  * RES, OUTF, BITS say whether a->res, a->out_f, a->out_bits are set: compile-time constants where the AVX2 tile loop
