@@ -16,6 +16,14 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def restore_threads():
+    """The test may set torch's intra-op thread count (tests parametrized over thread counts); it is put back after."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def smoke_study(tmp_path_factory):
     """``smoke_study(name) -> (report path, docs dir, runs root)``: study ``name`` run once per test session at its

@@ -114,27 +114,23 @@ def test_report_and_structure(nets):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_blocks_bitwise_equal_unfused_packed_path(nets, threads):
+def test_fused_blocks_bitwise_equal_unfused_packed_path(nets, threads, restore_threads):
     """Block by block, fed the eval model's own activations: the fused call equals the separate packed conv +
     torch addition (+ RPReLU) bitwise, and the eval block within float rounding."""
     model, packed, _ = nets
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            x = model.maxpool(model.act1(model.bn1(model.conv1(_x(2, 3, 64, 64)))))
-            x = x.contiguous(memory_format=torch.channels_last)
-            for blk, fb in zip(_eval_blocks(model), _blocks(packed)):
-                y = fb(x)
-                assert y.is_contiguous(memory_format=torch.channels_last)
-                assert torch.equal(y, _unfused(blk, fb)(x)), fb
-                assert torch.equal(y, fb._forward_generic(x, None))
-                ref = blk(x)
-                assert (y - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
-                assert all(p.fused for p in fb._plans.values())
-                x = ref.contiguous(memory_format=torch.channels_last)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
+    with torch.inference_mode():
+        x = model.maxpool(model.act1(model.bn1(model.conv1(_x(2, 3, 64, 64)))))
+        x = x.contiguous(memory_format=torch.channels_last)
+        for blk, fb in zip(_eval_blocks(model), _blocks(packed)):
+            y = fb(x)
+            assert y.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(y, _unfused(blk, fb)(x)), fb
+            assert torch.equal(y, fb._forward_generic(x, None))
+            ref = blk(x)
+            assert (y - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
+            assert all(p.fused for p in fb._plans.values())
+            x = ref.contiguous(memory_format=torch.channels_last)
 
 
 @pytest.fixture

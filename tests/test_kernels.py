@@ -89,20 +89,16 @@ def test_binary_conv_exact_on_random_shapes(n, c, o, h, w, k, stride, seed):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_work_sharing_by_output_groups_and_by_tiles(threads):
+def test_work_sharing_by_output_groups_and_by_tiles(threads, restore_threads):
     """Wide layers share work by groups of output channels (C = 576: ~2 blocks of 8 per group, 13 groups, the last
     one partial, O = 100 not a multiple of 8), narrow ones by pixel tiles: both exact at any thread count."""
     g = torch.Generator().manual_seed(threads)
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for c, o, k, s in ((576, 100, 3, 1), (576, 100, 3, 2), (40, 24, 3, 1), (1000, 200, 1, 1)):
-            x, wt = torch.randn(2, c, 6, 5, generator=g), torch.randn(o, c, k, k, generator=g)
-            pw = pack_weight(wt, s, k // 2)
-            _, _, dot = binary_conv(pack_activations(x, pad=k // 2), pw, (6, 5), want_int=True, backend="native")
-            assert torch.equal(dot, _ref_dot(x, wt, s, k // 2)), (c, o, k, s)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
+    for c, o, k, s in ((576, 100, 3, 1), (576, 100, 3, 2), (40, 24, 3, 1), (1000, 200, 1, 1)):
+        x, wt = torch.randn(2, c, 6, 5, generator=g), torch.randn(o, c, k, k, generator=g)
+        pw = pack_weight(wt, s, k // 2)
+        _, _, dot = binary_conv(pack_activations(x, pad=k // 2), pw, (6, 5), want_int=True, backend="native")
+        assert torch.equal(dot, _ref_dot(x, wt, s, k // 2)), (c, o, k, s)
 
 
 @pytest.mark.parametrize("pad_value", [-1.0, 1.0])
@@ -778,13 +774,12 @@ def test_kernel_library_from_the_environment(monkeypatch, tmp_path):
 
 @needs_native
 @pytest.mark.parametrize("threads", [1, 2])
-def test_narrow_inputs_exact_on_every_isa(threads):
+def test_narrow_inputs_exact_on_every_isa(threads, restore_threads):
     """Inputs of <= 32 channels (one half-empty word a pixel): exact dot products on the POPCNT and AVX2 kernels for
     odd and even kernel widths, strides 1-2, zero and +-1 padding, batch > 1, and 33 channels next to it."""
     g = torch.Generator().manual_seed(threads)
     cpu_best = backend_info()["cpu_isa"]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
     try:
         for c, o, (kh, kw), s, pad, pv, (h, w) in (
             (32, 32, (3, 3), 1, 1, 0.0, (9, 11)),
@@ -806,6 +801,5 @@ def test_narrow_inputs_exact_on_every_isa(threads):
                 _, _, dot = binary_conv(xp, pw, (h, w), want_int=True, backend="native")
                 assert torch.equal(dot, ref), (isa, c, o, kh, kw, s, pad, pv)
     finally:
-        torch.set_num_threads(old)
         select_isa(None)
         assert backend_info()["isa"] == cpu_best

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -34,20 +33,13 @@ def packed_models() -> dict[str, nn.Module]:
     return out
 
 
-@pytest.fixture
-def threads() -> Iterator[None]:
-    old = torch.get_num_threads()
-    yield
-    torch.set_num_threads(old)
-
-
 def _x(n: int, c: int = 1) -> Tensor:
     return torch.randn(n, c, 16, 16, generator=torch.Generator().manual_seed(n))
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("nthreads", [1, 2])
-def test_equals_the_model_on_the_whole_batch(packed_models, threads, name, nthreads):
+def test_equals_the_model_on_the_whole_batch(packed_models, restore_threads, name, nthreads):
     model = packed_models[name]
     x = _x(7)
     with torch.inference_mode():
@@ -68,7 +60,7 @@ def test_equals_the_model_on_the_whole_batch(packed_models, threads, name, nthre
     assert torch.get_num_threads() == nthreads
 
 
-def test_plan_rule(threads):
+def test_plan_rule(restore_threads):
     r = BatchRunner(nn.Identity(), 4)
     assert r.plan(16, 2) == (4, 2) and r.plan(16, 1) == (4, 1) and r.plan(4, 2) == (1, 1) and r.plan(5, 8) == (2, 2)
     assert BatchRunner(nn.Identity(), 1, workers=1).plan(16, 2) == (16, 1)
@@ -87,7 +79,7 @@ def test_plan_rule(threads):
 
 
 @pytest.mark.parametrize("nthreads", [1, 2])
-def test_errors_are_the_models(packed_models, threads, nthreads):
+def test_errors_are_the_models(packed_models, restore_threads, nthreads):
     model = packed_models["reactnet_digits"]
     runner = BatchRunner(model, 2)
     torch.set_num_threads(nthreads)
@@ -103,7 +95,7 @@ def test_errors_are_the_models(packed_models, threads, nthreads):
         assert torch.equal(runner(empty), model(empty))
 
 
-def test_non_tensor_output_is_refused(threads):
+def test_non_tensor_output_is_refused(restore_threads):
     class Pair(nn.Module):
         def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
             return x, x
@@ -114,7 +106,7 @@ def test_non_tensor_output_is_refused(threads):
     assert torch.get_num_threads() == 2
 
 
-def test_copy_pickle_to_and_inner_model(packed_models, threads):
+def test_copy_pickle_to_and_inner_model(packed_models, restore_threads):
     model = packed_models["bnext_digits"]
     runner = BatchRunner(model, 2)
     assert runner.model is model and "images_per_chunk=2" in repr(runner)
@@ -129,7 +121,7 @@ def test_copy_pickle_to_and_inner_model(packed_models, threads):
         assert isinstance(moved, BatchRunner) and torch.equal(moved(x), want)
 
 
-def test_modes_carried_into_workers_and_concurrent_callers(packed_models, threads):
+def test_modes_carried_into_workers_and_concurrent_callers(packed_models, restore_threads):
     model = packed_models["reactnet_digits"]
     runner = BatchRunner(model, 1)
     x = _x(6)

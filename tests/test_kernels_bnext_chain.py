@@ -64,22 +64,18 @@ def _close(out, ref):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", KINDS)
-def test_processor_plan_path_equals_multi_call_path_bitwise(kind, threads):
+def test_processor_plan_path_equals_multi_call_path_bitwise(kind, threads, restore_threads):
     model, packed = _packed(kind)
     proc = packed[0]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for shape in ((1, 24, 8, 10), (3, 24, 6, 4)):
-            x = _x(*shape)
-            with torch.inference_mode():
-                y = packed(x)
-                ref = _calls(packed, x)
-                ev = model(x)
-            assert torch.equal(y, ref), shape
-            _close(y, ev)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
+    for shape in ((1, 24, 8, 10), (3, 24, 6, 4)):
+        x = _x(*shape)
+        with torch.inference_mode():
+            y = packed(x)
+            ref = _calls(packed, x)
+            ev = model(x)
+        assert torch.equal(y, ref), shape
+        _close(y, ev)
     plan = proc._plans[(3, 6, 4)]
     assert plan.fused
     assert plan.single == (kind != "rcp_se")  # a non-linear SE module keeps the multi-call path
@@ -88,7 +84,7 @@ def test_processor_plan_path_equals_multi_call_path_bitwise(kind, threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_bnext_model_plan_path_equals_multi_call_path(threads):
+def test_bnext_model_plan_path_equals_multi_call_path(threads, restore_threads):
     """A narrow BNext (width-doubling blocks: FFN_1 and FFN_2 write their halves of the output in place; the chained
     handoff of packed bits; stride-2 ELM-Attention) at batch 1 and 2."""
     torch.manual_seed(0)
@@ -99,20 +95,16 @@ def test_bnext_model_plan_path_equals_multi_call_path(threads):
     pack_(packed)
     assert any(isinstance(m, FusedBNextBlock) for m in packed.modules())
     procs = [m for m in packed.modules() if isinstance(m, FusedBNextProcessor)]
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for shape in ((1, 3, 32, 32), (2, 3, 64, 48)):
-            x = _x(*shape)
-            with torch.inference_mode():
-                y = packed(x)
-                ref = _calls(packed, x)
-                ev = copy.deepcopy(model).double()(x.double()).float()
-            assert torch.equal(y, ref)
-            assert (y - ev).abs().max() <= 1e-4 * ev.abs().max()
-            assert torch.equal(y.argmax(1), ev.argmax(1))
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
+    for shape in ((1, 3, 32, 32), (2, 3, 64, 48)):
+        x = _x(*shape)
+        with torch.inference_mode():
+            y = packed(x)
+            ref = _calls(packed, x)
+            ev = copy.deepcopy(model).double()(x.double()).float()
+        assert torch.equal(y, ref)
+        assert (y - ev).abs().max() <= 1e-4 * ev.abs().max()
+        assert torch.equal(y.argmax(1), ev.argmax(1))
     assert all(p._plans and all(q.single for q in p._plans.values()) for p in procs)
     assert all(p._handoff is None for p in procs)  # every handoff emitted was taken
 

@@ -48,18 +48,14 @@ def _x(*shape, seed=1):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (3, 3, 48, 64), (2, 3, 64, 32)])
-def test_fused_plan_path_equals_generic_path_bitwise(models, shape, threads):
+def test_fused_plan_path_equals_generic_path_bitwise(models, shape, threads, restore_threads):
     model, packed = models
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        x = _x(*shape)
-        with torch.inference_mode():
-            y = packed(x)
-            ref = _generic(packed, x)
-            ev = model(x)
-    finally:
-        torch.set_num_threads(old)
+    torch.set_num_threads(threads)  # restored by the restore_threads fixture
+    x = _x(*shape)
+    with torch.inference_mode():
+        y = packed(x)
+        ref = _generic(packed, x)
+        ev = model(x)
     assert torch.equal(y, ref)
     assert (y - ev).abs().max() <= 1e-4 * ev.abs().max()
     assert all(b._plans and all(p.fused for p in b._plans.values()) for b in _blocks(packed))

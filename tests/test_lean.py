@@ -69,14 +69,20 @@ def _x(dtype=F64, size: int = 32) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------- models
-def _three_paths(name: str, full: bool) -> None:
-    model, x = _model(name, full=full), _x()
+def _three_paths(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step on the module, lean and reference paths: the lean forward equals the module's bitwise, its gradients
+    equal both others' in float64. Returns the lean and reference outputs."""
     out_m, g_m = _step(model, x, "module")
     out_l, g_l = _step(model, x, "lean")
     out_r, g_r = _step(model, x, "reference")
     assert torch.equal(out_l, out_m)  # the forward must not change at all
     _assert_grads_close(g_l, g_m, rtol=1e-10, atol=1e-12)
     _assert_grads_close(g_l, g_r, rtol=1e-10, atol=1e-12)
+    return out_l, out_r
+
+
+def _model_paths(name: str, full: bool) -> None:
+    out_l, out_r = _three_paths(_model(name, full=full), _x())
     if name == "bnext_tiny":
         assert torch.equal(out_r, out_l)  # HardSign's and (at T = 1) the weight's detach trick are exact
     else:
@@ -86,13 +92,13 @@ def _three_paths(name: str, full: bool) -> None:
 
 @pytest.mark.parametrize("name", ["reactnet_a", "bnext_tiny", "reactnet_resnet18"])
 def test_lean_equals_module_and_reference_float64(name):
-    _three_paths(name, full=False)
+    _model_paths(name, full=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["reactnet_a", "bnext_tiny"])
 def test_lean_equals_module_and_reference_full_size(name):
-    _three_paths(name, full=True)
+    _model_paths(name, full=True)
 
 
 @pytest.mark.parametrize("name", ["reactnet_a", "bnext_tiny"])
@@ -118,12 +124,7 @@ def test_bnext_temperature_schedule(temperature):
     """Progressive clamp(W / T) in the middle of the schedule, the hard sign below the threshold (BNext-18: 1e-5)."""
     model, x = _model("bnext_18"), _x()
     assert set_temperature(model, temperature) > 0
-    out_m, g_m = _step(model, x, "module")
-    out_l, g_l = _step(model, x, "lean")
-    out_r, g_r = _step(model, x, "reference")
-    assert torch.equal(out_l, out_m)
-    _assert_grads_close(g_l, g_m, rtol=1e-10, atol=1e-12)
-    _assert_grads_close(g_l, g_r, rtol=1e-10, atol=1e-12)
+    out_l, out_r = _three_paths(model, x)
     torch.testing.assert_close(out_r, out_l, rtol=1e-12, atol=1e-14)  # clamp(W/T) - W + W may round at T < 1
 
 
@@ -339,13 +340,7 @@ def test_gemm_weight_grad_models_float64(name, monkeypatch):
     import onebit.layers.fused as fused
 
     monkeypatch.setattr(fused, "GEMM_WEIGHT_GRAD_MIN_TAPS", 1)
-    model, x = _model(name), _x()
-    out_l, g_l = _step(model, x, "lean")
-    out_m, g_m = _step(model, x, "module")
-    out_r, g_r = _step(model, x, "reference")
-    assert torch.equal(out_l, out_m)
-    _assert_grads_close(g_l, g_m, rtol=1e-10, atol=1e-12)
-    _assert_grads_close(g_l, g_r, rtol=1e-10, atol=1e-12)
+    _three_paths(_model(name), _x())
 
 
 @pytest.mark.parametrize("input_binarizer", ["ste_sign", "approx_sign"])

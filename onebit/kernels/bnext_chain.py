@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from onebit.kernels import _native, plans
-from onebit.kernels._native import KernelArgumentError
+from onebit.kernels._native import KernelArgumentError, _i, _p  # the ctypes field types of both structs
 from onebit.kernels.ops import ConvEpilogue, PackedWeight, _args_template, _nhwc, _ptr, _require_cpu
 
 if TYPE_CHECKING:
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["BNextArgs", "BNextPlan", "check_out", "enabled", "run"]
 
 enabled = os.environ.get("ONEBIT_BNEXT_PLANS", "1") != "0"  # the one-call path of FusedBNextProcessor
-
-_p = ctypes.c_void_p
-_i = ctypes.c_int32
 
 
 class BNextArgs(ctypes.Structure):
