@@ -62,6 +62,13 @@ def _close(out, ref):
     assert (out - ref).abs().max() <= 1e-5 * (1 + ref.abs().max())
 
 
+def _three_ways(packed, model, x):
+    """The packed model's output on the one-call path, on the multi-call path, and the eval ``model``'s (run in its
+    own dtype, returned as float32)."""
+    with torch.inference_mode():
+        return packed(x), _calls(packed, x), model(x.to(next(model.parameters()).dtype)).float()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("kind", KINDS)
 def test_processor_plan_path_equals_multi_call_path_bitwise(kind, threads, restore_threads):
@@ -69,11 +76,7 @@ def test_processor_plan_path_equals_multi_call_path_bitwise(kind, threads, resto
     proc = packed[0]
     torch.set_num_threads(threads)  # restored by the restore_threads fixture
     for shape in ((1, 24, 8, 10), (3, 24, 6, 4)):
-        x = _x(*shape)
-        with torch.inference_mode():
-            y = packed(x)
-            ref = _calls(packed, x)
-            ev = model(x)
+        y, ref, ev = _three_ways(packed, model, _x(*shape))
         assert torch.equal(y, ref), shape
         _close(y, ev)
     plan = proc._plans[(3, 6, 4)]
@@ -97,11 +100,7 @@ def test_bnext_model_plan_path_equals_multi_call_path(threads, restore_threads):
     procs = [m for m in packed.modules() if isinstance(m, FusedBNextProcessor)]
     torch.set_num_threads(threads)  # restored by the restore_threads fixture
     for shape in ((1, 3, 32, 32), (2, 3, 64, 48)):
-        x = _x(*shape)
-        with torch.inference_mode():
-            y = packed(x)
-            ref = _calls(packed, x)
-            ev = copy.deepcopy(model).double()(x.double()).float()
+        y, ref, ev = _three_ways(packed, copy.deepcopy(model).double(), _x(*shape))
         assert torch.equal(y, ref)
         assert (y - ev).abs().max() <= 1e-4 * ev.abs().max()
         assert torch.equal(y.argmax(1), ev.argmax(1))
